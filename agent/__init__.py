@@ -1,0 +1,1 @@
+"""The DiffAgent chat agent: planner backends, LangGraph state and nodes, validation and repair."""

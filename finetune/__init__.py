@@ -1,0 +1,1 @@
+"""Planner fine-tuning: SFT and RRHF data, trainers and the evaluation harness."""

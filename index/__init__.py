@@ -1,0 +1,1 @@
+"""DABench catalog: Civitai ingestion, filters, reverse mapping, cards, splits, hybrid index."""

@@ -1,0 +1,1 @@
+"""User interfaces: command line, REST server, Chainlit app and LangChain tool."""

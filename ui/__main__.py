@@ -1,0 +1,7 @@
+"""Allow `python -m diffagent.ui`."""
+
+import sys
+
+from diffagent.ui.cli import main
+
+sys.exit(main())
