@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from diffagent.ui import cli_agent, cli_catalog, cli_index, cli_score, cli_tools
+from diffagent.ui import cli_agent, cli_catalog, cli_index, cli_score, cli_serve, cli_tools
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tools.register(commands)
     cli_score.register(commands)
     cli_agent.register(commands)
+    cli_serve.register(commands)
     return parser
 
 
