@@ -1,0 +1,96 @@
+"""Runtime context of the agent graph: the catalog, index, planner and tools a run uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from diffagent.index.cards import ModelCard
+from diffagent.index.catalog import Catalog
+from diffagent.tools.api import T2IApi
+
+Mode = Literal["rank", "generate", "retrieval"]
+
+
+class SearchHitLike(Protocol):
+    """What the agent reads from a search hit (diffagent.index.search.SearchHit)."""
+
+    card: ModelCard
+    score: float
+
+
+class CardIndex(Protocol):
+    """The part of diffagent.index.search.CatalogIndex the agent uses."""
+
+    catalog: Catalog
+
+    def query(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        base_model: str | None = None,
+        model_type: str | None = None,
+    ) -> list[Any]:
+        """Fused lexical+dense search, best first."""
+        ...
+
+    def nearest_by_name(
+        self,
+        name: str,
+        k: int = 5,
+        *,
+        base_model: str | None = None,
+        model_type: str | None = None,
+    ) -> list[Any]:
+        """Cards nearest to a (possibly misspelled) model name."""
+        ...
+
+
+class ImageGenerator(Protocol):
+    """The part of diffagent.tools.generate.Generator the agent uses."""
+
+    def generate(
+        self,
+        api: T2IApi,
+        seeds: list[int],
+        checkpoint_card: ModelCard,
+        lora_cards: list[ModelCard],
+    ) -> list[Any]:
+        """Generate one PIL image per seed."""
+        ...
+
+
+class ImageScorer(Protocol):
+    """The part of diffagent.tools.scoring.UnifiedScorer the agent uses."""
+
+    def score(self, prompt: str, images: list[Any], **kwargs: Any) -> Any:
+        """Score images for a prompt; returns a ScoreReport."""
+        ...
+
+
+@dataclass(kw_only=True)
+class AgentContext:
+    """Everything a graph run reads besides its state; passed as `context=` to the graph."""
+
+    catalog: Catalog
+    """The catalog every choice is validated against."""
+    index: CardIndex
+    """Search over the catalog (retrieval and nearest-name repairs)."""
+    backend: Any = None
+    """The planner LLM (a PlannerBackend); None in retrieval mode."""
+    mode: Mode = "rank"
+    """How the plan is made: LLM ranks candidates, LLM writes the JSON, or index top-1."""
+    top_k: int = 8
+    """How many retrieved cards the planner sees."""
+    allow_nsfw: bool = False
+    """Whether NSFW requests are served instead of declined."""
+    generator: ImageGenerator | None = None
+    """Image generator; None means no images are made."""
+    scorer: ImageScorer | None = None
+    """Image scorer; used only when images are made."""
+    seeds: list[int] | None = None
+    """Seeds to generate with (k images)."""
+    output_dir: Path | None = None
+    """Where generated images are written."""

@@ -1,0 +1,58 @@
+"""Graph state: the narrow input a turn brings and the full state a conversation keeps."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+
+@dataclass
+class InputState:
+    """What one turn brings in: the new user message (appended to the conversation)."""
+
+    messages: Annotated[list[dict[str, str]], operator.add] = field(default_factory=list)
+    """The conversation, {"role": "user"|"assistant", "content": str} dicts; a turn adds one."""
+
+
+@dataclass
+class State(InputState):
+    """The whole state of one conversation, persisted by the checkpointer after every turn.
+
+    Values are plain JSON (dicts, lists, strings) so any checkpointer can store them.
+    """
+
+    constraints: dict[str, Any] = field(default_factory=dict)
+    """The merged Constraints (understand.Constraints) the conversation has asked for so far."""
+    intent: str = "image"
+    """What the last message asks for: image, question, nsfw or empty."""
+    replan: bool = True
+    """Whether this turn chooses the model again (else the last card is kept)."""
+    changes: list[str] = field(default_factory=list)
+    """What the last message changed, in words."""
+    notes: list[str] = field(default_factory=list)
+    """Things to tell the user about this turn (truncation, missing weights)."""
+    candidates: list[int] = field(default_factory=list)
+    """Version ids of the retrieved cards, best first."""
+    plan: dict[str, Any] | None = None
+    """The planner's API before validation (parsed JSON, may be wrong)."""
+    plan_raw: str = ""
+    """The planner's raw text (generate mode), for inspection."""
+    plan_error: str | None = None
+    """Why the planner's output could not be used, when it could not."""
+    why: str = ""
+    """Why the card was chosen, in words."""
+    api: dict[str, Any] | None = None
+    """The validated T2IApi of this turn (None when no image was asked for)."""
+    last_api: dict[str, Any] | None = None
+    """The last validated API of the conversation; refinements start from it."""
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+    """The repairs validation made this turn (field, before, after, reason)."""
+    hallucinated: bool = False
+    """Whether this turn's plan named a model matching no catalog card."""
+    images: list[str] = field(default_factory=list)
+    """Paths of the images generated this turn."""
+    scores: dict[str, Any] | None = None
+    """The score report of this turn's images."""
+    reply: str = ""
+    """The markdown answer of this turn."""
