@@ -1,10 +1,82 @@
-"""Subcommands of the serve area (thin: parse arguments, call the library, print)."""
+"""Subcommands of the serve area: `diffagent serve` runs the REST server with uvicorn."""
 
 from __future__ import annotations
 
+import argparse
+import os
+from pathlib import Path
 from typing import Any
+
+from diffagent.ui.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_CHARS
+
+TOKEN_ENV = "DIFFAGENT_TOKEN"
 
 
 def register(commands: Any) -> None:
     """Add this area's subcommands to the top-level parser."""
-    del commands  # filled in by the serve work
+    parser = commands.add_parser(
+        "serve",
+        help="Serve the agent over REST (/v1/chat, OpenAI-compatible /v1/chat/completions).",
+        description="Serve the agent over REST: POST /v1/chat, OpenAI-compatible "
+        "POST /v1/chat/completions (streaming too), GET /healthz.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="Bind address (default 127.0.0.1).")
+    parser.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"Require 'Authorization: Bearer TOKEN' on /v1/* (default: ${TOKEN_ENV}, else open).",
+    )
+    parser.add_argument(
+        "--catalog", type=Path, default=None, help="Catalog directory (default: starter catalog)."
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["rank", "generate", "retrieval"],
+        default="rank",
+        help="Planning mode (default rank).",
+    )
+    parser.add_argument(
+        "--planner", choices=["embedded", "openai"], default="embedded", help="Planner backend."
+    )
+    parser.add_argument(
+        "--planner-url", default=None, help="Base URL of an OpenAI-compatible server."
+    )
+    parser.add_argument("--planner-model", default=None, help="Model name on that server.")
+    parser.add_argument(
+        "--db", type=Path, default=None, help="Conversation SQLite file (default: user data dir)."
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--max-message-chars", type=int, default=DEFAULT_MAX_MESSAGE_CHARS)
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Build the agent (so start-up errors show at once), then serve until interrupted."""
+    import uvicorn
+
+    from diffagent.agent.planner import PlannerConfig
+    from diffagent.agent.service import AgentConfig, DiffAgent
+    from diffagent.ui.server import create_app
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port} is outside 1-65535")
+    if args.catalog is not None and not (args.catalog / "cards.jsonl").is_file():
+        raise FileNotFoundError(f"no cards.jsonl in --catalog {args.catalog}")
+    config = AgentConfig(
+        catalog_dir=args.catalog,
+        mode=args.mode,
+        planner=PlannerConfig(
+            backend=args.planner, base_url=args.planner_url, model=args.planner_model
+        ),
+        checkpoint_db=args.db,
+    )
+    agent = DiffAgent.create(config)
+    app = create_app(
+        agent,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        max_body_bytes=args.max_body_bytes,
+        max_message_chars=args.max_message_chars,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

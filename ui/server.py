@@ -1,4 +1,4 @@
-"""REST server over the DiffAgent facade: `/v1/chat`, an OpenAI-compatible `/v1/chat/completions`, health.
+"""REST server over the DiffAgent facade: `/v1/chat`, OpenAI-compatible `/v1/chat/completions`.
 
 Thin by design: it validates requests, maps sessions and errors, and runs the (blocking) agent in
 Starlette's thread pool so concurrent sessions proceed in parallel. All logic lives in the agent.
@@ -110,7 +110,7 @@ class OpenAIMessage(BaseModel):
 
 
 class CompletionRequest(BaseModel):
-    """Body of the OpenAI-compatible `POST /v1/chat/completions` (unused sampling fields ignored)."""
+    """Body of the OpenAI-compatible `POST /v1/chat/completions` (sampling fields ignored)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -301,7 +301,7 @@ def create_app(
         return text
 
     async def call_agent(method: str, *args: str) -> Any:
-        """Run an agent method in the thread pool; map its errors to JSON ones (no dropped sockets)."""
+        """Run an agent method in the thread pool; map its errors to JSON errors."""
         try:
             the_agent = await run_in_threadpool(holder.get)
             return await run_in_threadpool(getattr(the_agent, method), *args)

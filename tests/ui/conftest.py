@@ -1,4 +1,4 @@
-"""Fixtures for the interface tests: an agent (scripted, fast) and a real uvicorn server on loopback."""
+"""Interface-test fixtures: a fast scripted agent and a real uvicorn server on loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""REST under load on loopback (real uvicorn): concurrent sessions never mix; restarts lose nothing."""
+"""REST under load on loopback (real uvicorn): sessions never mix; restarts lose nothing."""
 
 from __future__ import annotations
 

@@ -1,0 +1,103 @@
+"""The Chainlit app: its handlers driven inside a Chainlit HTTP context with a real Message."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def app_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    # Chainlit writes its config folder under CHAINLIT_APP_ROOT when first imported.
+    monkeypatch.setenv("CHAINLIT_APP_ROOT", str(tmp_path))
+    module = importlib.import_module("diffagent.ui.chainlit_app")
+    yield module
+    module.set_agent(None)
+
+
+def test_each_chat_has_its_own_session_and_shows_the_turn(
+    app_module: Any, agent_factory: Callable[[], Any], tmp_path: Path
+) -> None:
+    import chainlit as cl
+    from chainlit.context import init_http_context
+
+    agent = agent_factory()
+    app_module.set_agent(agent)
+    image = tmp_path / "image.png"
+    image.write_bytes(b"\x89PNG fake")
+
+    async def chat(messages: list[str]) -> tuple[str, list[Any]]:
+        init_http_context()  # one chat = one Chainlit session
+        await app_module.on_chat_start()
+        answers = [await app_module.on_message(cl.Message(content=text)) for text in messages]
+        return cl.user_session.get(app_module.SESSION_KEY), answers
+
+    first_id, first = asyncio.run(chat(["a cat astronaut, 3d render", "make it square"]))
+    second_id, _ = asyncio.run(chat(["a watercolor forest"]))
+    assert first_id != second_id
+    users = [m["content"] for m in agent.history(first_id) if m["role"] == "user"]
+    assert users == ["a cat astronaut, 3d render", "make it square"]
+    assert [m["content"] for m in agent.history(second_id) if m["role"] == "user"] == [
+        "a watercolor forest"
+    ]
+    answer = first[-1]
+    names = {element.name for element in answer.elements}
+    assert {"parameters", "diffusers"} <= names
+    assert "Details: " in answer.content and "**Why:**" in answer.content
+
+
+def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_path: Path) -> None:
+    from chainlit.context import init_http_context
+
+    image = tmp_path / "seed0.png"
+    image.write_bytes(b"\x89PNG fake")
+    turn = {
+        "reply": "Use **Dream**.",
+        "why": "its trigger words match",
+        "card": {
+            "name": "Dream",
+            "version_name": "v8",
+            "type": "Checkpoint",
+            "base_model": "SD 1.5",
+            "model_id": 4384,
+            "version_id": 128713,
+            "trigger_words": ["dreamy"],
+            "description": "A general model.",
+        },
+        "api": {"model": "Dream", "width": 512},
+        "repairs": [{"field": "model", "before": "Dreem", "after": "Dream"}],
+        "scores": {"unified": 0.61234},
+        "images": [str(image)],
+        "exports": {"a1111": "{}"},
+    }
+
+    async def render() -> tuple[str, list[Any]]:
+        init_http_context()  # elements belong to a chat thread
+        return app_module.render_turn(turn)
+
+    content, elements = asyncio.run(render())
+    assert "its trigger words match" in content
+    assert "Dreem" in content and "0.612" in content
+    by_name = {element.name: element for element in elements}
+    assert "modelVersionId=128713" in by_name["model card"].content
+    assert by_name["image 1"].path == str(image)
+    assert by_name["a1111"].language == "json"
+
+
+def test_empty_message_gets_a_hint(app_module: Any, agent_factory: Callable[[], Any]) -> None:
+    import chainlit as cl
+    from chainlit.context import init_http_context
+
+    app_module.set_agent(agent_factory())
+
+    async def run() -> Any:
+        init_http_context()
+        await app_module.on_chat_start()
+        return await app_module.on_message(cl.Message(content="   "))
+
+    assert "describe the image" in asyncio.run(run()).content
