@@ -50,6 +50,9 @@ class RecommendedParams(BaseModel):
     negative_prompt: str = Field(default="", description="Most common negative prompt, if any.")
     lora_weight: float | None = Field(default=None, description="Typical weight, for a LoRA.")
     n_images: int = Field(default=0, description="Sample images the statistics come from.")
+    base_checkpoint_version_id: int | None = Field(
+        default=None, description="For a LoRA: its sample images' most common base checkpoint."
+    )
 
 
 class ModelCard(BaseModel):

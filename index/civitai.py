@@ -1,0 +1,76 @@
+"""Read raw Civitai `/api/v1/models` items from JSON Lines files (plain or gzip), streaming."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+RawItem = dict[str, Any]
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a JSON Lines file for reading as text, gunzipping when it starts with the gzip magic."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Civitai JSON Lines file at {path}")
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    if magic == GZIP_MAGIC:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return path.open(encoding="utf-8")  # type: ignore[return-value]
+
+
+def iter_items(path: Path) -> Iterator[RawItem]:
+    """Yield the JSON objects of one JSON Lines file; a bad line is an error naming its place."""
+    with open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+            if not isinstance(item, dict):
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object, got {type(item).__name__}"
+                )
+            yield item
+
+
+def iter_models(paths: Iterable[Path]) -> Iterator[RawItem]:
+    """Yield raw Civitai model items from several files in order (no de-duplication here)."""
+    for path in paths:
+        for item in iter_items(Path(path)):
+            if "modelVersions" not in item:
+                raise ValueError(
+                    f"{path}: item {item.get('id')!r} has no 'modelVersions'; "
+                    "expected raw Civitai /api/v1/models items"
+                )
+            yield item
+
+
+def primary_file(version: RawItem) -> RawItem | None:
+    """The version's primary file (the first file when none is flagged primary), or None."""
+    files = version.get("files") or []
+    for file in files:
+        if file.get("primary"):
+            return dict(file)
+    return dict(files[0]) if files else None
+
+
+def file_format(file: RawItem) -> str:
+    """Civitai's format of a file (SafeTensor, PickleTensor, Diffusers, Other); '' when unknown."""
+    metadata = file.get("metadata") or {}
+    return str(metadata.get("format") or "")
+
+
+def file_hashes(file: RawItem) -> dict[str, str]:
+    """The file's hashes with upper-case keys and values (AUTOV1, AUTOV2, SHA256, ...)."""
+    hashes = file.get("hashes") or {}
+    return {str(k).upper(): str(v).upper() for k, v in hashes.items() if v}
