@@ -132,6 +132,7 @@ def understand(
     previous: Constraints | None = None,
     *,
     current_api: dict | None = None,
+    allow_nsfw: bool = False,
 ) -> Understanding:
     """Read `message` against the previous constraints and the last API; return the merged result.
 
@@ -148,7 +149,7 @@ def understand(
     base = (previous or Constraints()).model_copy(deep=True)
     if not text:
         return Understanding(intent="empty", constraints=base, replan=False, notes=notes)
-    if _NSFW_RE.search(text):
+    if not allow_nsfw and _NSFW_RE.search(text):
         return Understanding(intent="nsfw", constraints=base, replan=False, notes=notes)
     if _is_question(text):
         return Understanding(intent="question", constraints=base, replan=False, notes=notes)

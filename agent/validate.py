@@ -296,7 +296,7 @@ def _repair_fields(
         note("clip_skip", raw.get("clip_skip"), rec_clip, f"outside {CLIP_SKIP_RANGE}")
     out["clip_skip"] = clip if clip is not None else rec_clip
 
-    out["prompt"] = cons.query or str(raw.get("prompt") or "")
+    out["prompt"] = _with_trigger_words(cons.query or str(raw.get("prompt") or ""), card)
     out["negative_prompt"] = _join_negative(
         cons.negative_prompt, str(raw.get("negative_prompt") or rec.negative_prompt or "")
     )
@@ -418,6 +418,14 @@ def _as_int(value: Any) -> int | None:
 def _same_name(name: str, card: ModelCard) -> bool:
     lower = name.strip().lower()
     return lower in {card.name.lower(), card.display_name.lower()}
+
+
+def _with_trigger_words(prompt: str, card: ModelCard) -> str:
+    """The prompt with the card's trigger words in front when it has none of them."""
+    triggers = [t.strip() for t in card.trigger_words if t.strip()][:2]
+    if not triggers or any(t.lower() in prompt.lower() for t in triggers):
+        return prompt
+    return ", ".join([*triggers, prompt]) if prompt else ", ".join(triggers)
 
 
 def _join_negative(*parts: str) -> str:

@@ -1,0 +1,52 @@
+"""Typed configuration of the agent: catalog, planning mode, planner, persistence and tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffagent.agent.planner import PlannerConfig
+from diffagent.paths import user_data_dir
+
+
+class AgentConfig(BaseModel):
+    """How a DiffAgent is built; every field has a working default (starter catalog, rank mode)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    catalog_dir: Path | None = Field(
+        default=None, description="Catalog directory (cards.jsonl); None = the starter catalog."
+    )
+    index_dir: Path | None = Field(
+        default=None, description="Index directory; None = beside the catalog or in user data."
+    )
+    mode: Literal["rank", "generate", "retrieval"] = Field(
+        default="rank",
+        description="rank: the LLM scores candidate APIs; generate: the LLM writes the API JSON; "
+        "retrieval: the index's top card with its recommended parameters.",
+    )
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    top_k: int = Field(default=8, ge=1, le=50, description="Retrieved cards the planner sees.")
+    checkpoint_db: Path | None = Field(
+        default=None,
+        description="SQLite file of conversations; None = user_data_dir()/conversations.sqlite.",
+    )
+    ephemeral: bool = Field(
+        default=False, description="Keep conversations in memory only (one-shot commands)."
+    )
+    allow_nsfw: bool = Field(default=False, description="Serve NSFW requests instead of declining.")
+    generation: Any = Field(
+        default=None, description="A GenerationConfig to make images; None = no images."
+    )
+    scoring: Any = Field(default=None, description="A ScoringConfig to score images; None = none.")
+    seeds: int = Field(default=1, ge=1, le=16, description="Images per turn (k seeds).")
+    seed: int = Field(default=0, ge=0, description="First seed; the k seeds count up from it.")
+    output_dir: Path | None = Field(
+        default=None, description="Where images are written; None = user_data_dir()/images."
+    )
+
+    def database_path(self) -> Path:
+        """The SQLite file conversations are kept in."""
+        return self.checkpoint_db or user_data_dir() / "conversations.sqlite"

@@ -1,0 +1,256 @@
+"""The DiffAgent facade: sessions, turns and one-shot selection over the compiled graph."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from pydantic import BaseModel, Field
+
+from diffagent.agent.config import AgentConfig
+from diffagent.agent.context import AgentContext, CardIndex
+from diffagent.agent.graph import build_graph
+from diffagent.agent.nodes import plan_with, retrieve, validate_plan
+from diffagent.agent.understand import MAX_PROMPT_CHARS, Constraints
+from diffagent.agent.validate import Repair
+from diffagent.index.cards import ModelCard
+from diffagent.tools.api import T2IApi
+
+__all__ = [
+    "AgentConfig",
+    "DiffAgent",
+    "Repair",
+    "SelectResult",
+    "TurnResult",
+    "UnknownSessionError",
+    "exports_for",
+]
+
+
+class UnknownSessionError(LookupError):
+    """A session id that was never created by this agent's database."""
+
+
+class TurnResult(BaseModel):
+    """What one chat turn produced."""
+
+    session_id: str
+    reply: str = Field(description="Markdown answer for the user.")
+    api: T2IApi | None = Field(description="The validated API; None when no image was asked for.")
+    card: ModelCard | None = Field(description="The chosen catalog card.")
+    why: str = ""
+    repairs: list[Repair] = Field(default_factory=list)
+    hallucinated: bool = False
+    images: list[str] = Field(default_factory=list, description="Generated image paths.")
+    scores: dict[str, Any] | None = None
+    exports: dict[str, str] = Field(
+        default_factory=dict, description="diffusers code, A1111 and ComfyUI JSON, API JSON."
+    )
+    intent: str = Field(default="image", description="image, question, nsfw or empty.")
+    changes: list[str] = Field(default_factory=list, description="What this message changed.")
+
+
+class SelectResult(BaseModel):
+    """One-shot selection for a prompt (the `diffagent select` unit)."""
+
+    api: T2IApi | None
+    card: ModelCard | None
+    repairs: list[Repair] = Field(default_factory=list)
+    hallucinated: bool = False
+    ranking: list[int] = Field(default_factory=list, description="Version ids, best first.")
+    plan_error: str | None = None
+    latency_ms: float = 0.0
+
+
+class DiffAgent:
+    """Thread-safe chat agent over the LangGraph graph with persisted sessions."""
+
+    def __init__(self, config: AgentConfig, context: AgentContext) -> None:
+        self.config = config
+        self.context = context
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._sessions: set[str] = set()
+        if config.ephemeral:
+            checkpointer: Any = InMemorySaver()
+        else:
+            path = config.database_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(path), check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS diffagent_sessions "
+                "(session_id TEXT PRIMARY KEY, created_at REAL NOT NULL)"
+            )
+            self._conn.commit()
+            checkpointer = SqliteSaver(self._conn)
+        self.graph = build_graph(checkpointer)
+
+    @classmethod
+    def create(
+        cls,
+        config: AgentConfig | None = None,
+        *,
+        backend: Any = None,
+        index: CardIndex | None = None,
+    ) -> DiffAgent:
+        """Build an agent: open the catalog's index, the planner and (if configured) the tools."""
+        cfg = config or AgentConfig()
+        if index is None:
+            from diffagent.index.search import CatalogIndex  # noqa: PLC0415
+
+            if cfg.catalog_dir is None:
+                index = CatalogIndex.open_starter()
+            else:
+                index = CatalogIndex.open(cfg.catalog_dir, cfg.index_dir)
+        if backend is None and cfg.mode != "retrieval":
+            from diffagent.agent.planner import make_backend  # noqa: PLC0415
+
+            backend = make_backend(cfg.planner)
+        generator = scorer = None
+        if cfg.generation is not None:
+            from diffagent.tools.generate import Generator  # noqa: PLC0415
+
+            generator = Generator(cfg.generation)
+        if cfg.scoring is not None:
+            from diffagent.tools.scoring import UnifiedScorer  # noqa: PLC0415
+
+            scorer = UnifiedScorer(cfg.scoring)
+        context = AgentContext(
+            catalog=index.catalog,
+            index=index,
+            backend=backend,
+            mode=cfg.mode,
+            top_k=cfg.top_k,
+            allow_nsfw=cfg.allow_nsfw,
+            generator=generator,
+            scorer=scorer,
+            seeds=[cfg.seed + i for i in range(cfg.seeds)],
+            output_dir=cfg.output_dir,
+        )
+        return cls(cfg, context)
+
+    def new_session(self) -> str:
+        """Create a conversation and return its id."""
+        session_id = uuid.uuid4().hex
+        with self._lock:
+            if self._conn is None:
+                self._sessions.add(session_id)
+            else:
+                self._conn.execute(
+                    "INSERT INTO diffagent_sessions VALUES (?, ?)", (session_id, time.time())
+                )
+                self._conn.commit()
+        return session_id
+
+    def has_session(self, session_id: str) -> bool:
+        """Whether `session_id` was created (by this or an earlier process on the same database)."""
+        with self._lock:
+            if self._conn is None:
+                return session_id in self._sessions
+            row = self._conn.execute(
+                "SELECT 1 FROM diffagent_sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            return row is not None
+
+    def reply(self, session_id: str, message: str) -> TurnResult:
+        """Run one turn of `session_id` with the user's `message`."""
+        self._require(session_id)
+        config = {"configurable": {"thread_id": session_id}}
+        with self._lock:
+            state = self.graph.invoke(
+                {"messages": [{"role": "user", "content": str(message)}]},
+                config,
+                context=self.context,
+            )
+        api = T2IApi.model_validate(state["api"]) if state.get("api") else None
+        card = self.context.catalog.get(api.version_id) if api and api.version_id else None
+        return TurnResult(
+            session_id=session_id,
+            reply=state["reply"],
+            api=api,
+            card=card,
+            why=state.get("why", "") if api else "",
+            repairs=[Repair.model_validate(r) for r in state.get("repairs", [])],
+            hallucinated=bool(state.get("hallucinated")),
+            images=list(state.get("images", [])),
+            scores=state.get("scores"),
+            exports=exports_for(api) if api else {},
+            intent=state.get("intent", "image"),
+            changes=list(state.get("changes", [])),
+        )
+
+    def history(self, session_id: str) -> list[dict[str, str]]:
+        """The conversation so far: [{"role": "user"|"assistant", "content": str}]."""
+        self._require(session_id)
+        with self._lock:
+            snapshot = self.graph.get_state({"configurable": {"thread_id": session_id}})
+        return [dict(m) for m in snapshot.values.get("messages", [])]
+
+    def select(self, prompt: str, negative_prompt: str = "") -> SelectResult:
+        """Choose an API for one prompt, without a conversation (batch selection, benchmarks)."""
+        start = time.perf_counter()
+        cons = Constraints(
+            prompt=prompt.strip()[:MAX_PROMPT_CHARS], negative_prompt=negative_prompt.strip()
+        )
+        with self._lock:
+            cards = retrieve(self.context, cons) if cons.prompt else []
+            if not cards:
+                return SelectResult(
+                    api=None,
+                    card=None,
+                    plan_error="empty prompt or no matching card",
+                    latency_ms=(time.perf_counter() - start) * 1000,
+                )
+            planned = plan_with(self.context, cons, cards)
+            update = validate_plan(
+                self.context,
+                cons,
+                planned.get("plan"),
+                planned.get("plan_raw", ""),
+                planned.get("plan_error"),
+                [c.version_id for c in cards],
+            )
+        api = T2IApi.model_validate(update["api"]) if update.get("api") else None
+        card = self.context.catalog.get(api.version_id) if api and api.version_id else None
+        ranking = list(planned.get("ranking") or [c.version_id for c in cards])
+        if card is not None:
+            ranking = [card.version_id, *[v for v in ranking if v != card.version_id]]
+        return SelectResult(
+            api=api,
+            card=card,
+            repairs=[Repair.model_validate(r) for r in update.get("repairs", [])],
+            hallucinated=bool(update.get("hallucinated")),
+            ranking=ranking,
+            plan_error=planned.get("plan_error"),
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    def close(self) -> None:
+        """Close the conversation database."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _require(self, session_id: str) -> None:
+        if not self.has_session(session_id):
+            raise UnknownSessionError(f"unknown session id {session_id!r}; create one first")
+
+
+def exports_for(api: T2IApi) -> dict[str, str]:
+    """The API as JSON, diffusers code, an A1111 payload and a ComfyUI workflow (text)."""
+    from diffagent.tools import exports  # noqa: PLC0415
+
+    return {
+        "json": api.model_dump_json(indent=2),
+        "diffusers": exports.to_diffusers_code(api),
+        "a1111": json.dumps(exports.to_a1111_payload(api), indent=2),
+        "comfyui": json.dumps(exports.to_comfyui_workflow(api), indent=2),
+    }
