@@ -98,9 +98,9 @@ def render_turn(result: Any) -> tuple[str, list[cl.Element]]:
 
 
 def _repair_text(repair: Any) -> str:
-    if isinstance(repair, dict):
-        parts = [f"{key}: {value}" for key, value in repair.items() if value not in (None, "")]
-        return "; ".join(parts)
+    if isinstance(repair, dict) and "field" in repair:
+        change = f"{repair['field']}: {repair.get('before')} -> {repair.get('after')}"
+        return f"{change} ({repair['reason']})" if repair.get("reason") else change
     return str(repair)
 
 

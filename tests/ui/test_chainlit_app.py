@@ -48,7 +48,8 @@ def test_each_chat_has_its_own_session_and_shows_the_turn(
     answer = first[-1]
     names = {element.name for element in answer.elements}
     assert {"parameters", "diffusers"} <= names
-    assert "Details: " in answer.content and "**Why:**" in answer.content
+    assert "Details: " in answer.content
+    assert answer.content.startswith(agent.history(first_id)[-1]["content"])
 
 
 def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_path: Path) -> None:
@@ -70,7 +71,9 @@ def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_p
             "description": "A general model.",
         },
         "api": {"model": "Dream", "width": 512},
-        "repairs": [{"field": "model", "before": "Dreem", "after": "Dream"}],
+        "repairs": [
+            {"field": "model", "before": "Dreem", "after": "Dream", "reason": "misspelled"}
+        ],
         "scores": {"unified": 0.61234},
         "images": [str(image)],
         "exports": {"a1111": "{}"},
@@ -82,7 +85,7 @@ def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_p
 
     content, elements = asyncio.run(render())
     assert "its trigger words match" in content
-    assert "Dreem" in content and "0.612" in content
+    assert "model: Dreem -> Dream (misspelled)" in content and "0.612" in content
     by_name = {element.name: element for element in elements}
     assert "modelVersionId=128713" in by_name["model card"].content
     assert by_name["image 1"].path == str(image)

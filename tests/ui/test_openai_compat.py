@@ -65,7 +65,7 @@ def test_openai_client_plain_and_streaming_share_a_session(url: str) -> None:
     # Only the latest user message is a new turn; the server keeps the rest itself.
     assert _history(url, session_id) == ["a lighthouse at dusk, oil painting", "make it square"]
     assert text == chunks[-1].model_extra["diffagent"]["reply"]
-    assert "make it square" in text
+    assert chunks[-1].model_extra["diffagent"]["api"]["width"] == 1024 or "square" in text.lower()
 
 
 def test_openai_client_errors(url: str) -> None:
@@ -100,10 +100,19 @@ def test_langchain_chat_openai_invoke_and_stream(url: str) -> None:
         max_retries=0,
         default_headers={SESSION_HEADER: session_id},
     )
-    answer = llm.invoke([HumanMessage("a samurai cat, ukiyo-e")])
-    assert "a samurai cat, ukiyo-e" in str(answer.content)
+    answer = llm.invoke([HumanMessage("a samurai cat, anime")])
+    assert str(answer.content).strip()
     pieces = list(llm.stream([HumanMessage("more painterly")]))
     streamed = "".join(str(piece.content) for piece in pieces)
     assert len(pieces) >= 3
-    assert "more painterly" in streamed
-    assert _history(url, session_id) == ["a samurai cat, ukiyo-e", "more painterly"]
+    history = httpx.get(
+        f"{url}/v1/sessions/{session_id}/history",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    ).json()["messages"]
+    assert [m["content"] for m in history] == [
+        "a samurai cat, anime",
+        answer.content,
+        "more painterly",
+        streamed,
+    ]
