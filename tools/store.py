@@ -1,0 +1,219 @@
+"""The local model store: a folder of Civitai downloads, found by SHA256 or name and checked before use.
+
+A store may hold `model-store.json` with per-file pipeline config overrides:
+`{"configs": {"my-model.safetensors": "relative/or/absolute/config/folder"}}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from diffagent.index.cards import ModelCard
+from diffagent.paths import user_data_dir
+from diffagent.tools.pipeline_configs import packaged_config_dir
+
+MatchMode = Literal["sha256", "name", "name_or_sha256"]
+MATCH_MODES: tuple[str, ...] = ("sha256", "name", "name_or_sha256")
+STORE_CONFIG = "model-store.json"
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_HASH_CHUNK = 8 * 1024 * 1024
+_PROGRESS_ABOVE = 256 * 1024 * 1024  # show a progress bar when hashing files above this size
+
+
+def sha256_file(path: Path) -> str:
+    """Lower-case hex SHA256 of a file, read in chunks (a progress bar for big files)."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with (
+        path.open("rb") as handle,
+        tqdm(
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc=f"sha256 {path.name}",
+            disable=size < _PROGRESS_ABOVE,
+        ) as bar,
+    ):
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+class HashCache:
+    """SHA256 per file, keyed by (absolute path, size, mtime), persisted as JSON so big files hash once."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or user_data_dir() / "sha256-cache.json"
+        self._lock = threading.Lock()
+        self._entries: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        if self._entries is None:
+            try:
+                self._entries = json.loads(self.path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, json.JSONDecodeError):
+                self._entries = {}
+        return self._entries
+
+    def sha256(self, path: Path) -> str:
+        """The file's lower-case SHA256, from the cache when the file is unchanged."""
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        with self._lock:
+            entries = self._load()
+            if key in entries:
+                return entries[key]
+        value = sha256_file(path)
+        with self._lock:
+            entries = self._load()
+            entries[key] = value
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(entries, indent=0), encoding="utf-8")
+            tmp.replace(self.path)
+        return value
+
+
+def is_safetensors_file(path: Path) -> bool:
+    """Whether a file really is safetensors (8-byte little-endian header size, then a JSON object)."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        return False
+    header_size = int.from_bytes(head[:8], "little")
+    return 0 < header_size < 100_000_000 and head[8:9] == b"{"
+
+
+def write_store_config(root: Path, *, configs: dict[str, str]) -> Path:
+    """Write `model-store.json` with per-file pipeline config folders; return its path."""
+    path = Path(root) / STORE_CONFIG
+    path.write_text(json.dumps({"configs": configs}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+class ModelStore:
+    """Finds a card's weights in a local folder and checks them (format, SHA256) before loading."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        match: MatchMode = "name_or_sha256",
+        allow_pickle: bool = False,
+        verify_hash: bool = True,
+        hash_cache: HashCache | None = None,
+    ) -> None:
+        if match not in MATCH_MODES:
+            raise ValueError(f"unknown match mode {match!r}; allowed: {', '.join(MATCH_MODES)}")
+        self.root = Path(root).expanduser()
+        self.match = match
+        self.allow_pickle = allow_pickle
+        self.verify_hash = verify_hash
+        self.hashes = hash_cache or HashCache()
+
+    def _candidates(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES
+        )
+
+    def _by_name(self, card: ModelCard) -> Path | None:
+        if not self.root.is_dir():
+            return None
+        name = card.file.name
+        stem = Path(name).stem
+        for path in sorted(self.root.rglob(name)):
+            if path.is_file():
+                return path
+        # A diffusers folder is stored unpacked, named after the file (with or without suffix).
+        for folder_name in (name, stem):
+            for path in sorted(self.root.rglob(folder_name)):
+                if path.is_dir() and (path / "model_index.json").is_file():
+                    return path
+        return None
+
+    def _by_sha256(self, card: ModelCard) -> Path | None:
+        expected = card.file.sha256.lower()
+        for path in self._candidates():
+            if self.hashes.sha256(path) == expected:
+                return path
+        return None
+
+    def find(self, card: ModelCard) -> Path:
+        """Locate the card's file; raise FileNotFoundError naming the card, file and download URL."""
+        found: Path | None = None
+        if self.match in ("name", "name_or_sha256"):
+            found = self._by_name(card)
+        if found is None and self.match in ("sha256", "name_or_sha256"):
+            found = self._by_sha256(card)
+        if found is None:
+            raise FileNotFoundError(
+                f"weights for {card.type} {card.display_name!r} (version {card.version_id}) are not "
+                f"in the model store {self.root}: expected {card.file.name} "
+                f"(sha256 {card.file.sha256.upper()}); download it from {card.file.url} "
+                f"into {self.root}"
+            )
+        return found
+
+    def check(self, card: ModelCard, path: Path) -> None:
+        """Refuse pickle formats unless allowed and verify the SHA256 against the card (ValueError)."""
+        if path.is_dir():
+            return  # an unpacked diffusers folder: its safetensors load without pickle
+        pickled = path.suffix.lower() in PICKLE_SUFFIXES or card.file.format == "PickleTensor"
+        if not pickled and not is_safetensors_file(path):
+            pickled = True  # named like safetensors but is not: treat as untrusted pickle
+        if pickled and not self.allow_pickle:
+            raise ValueError(
+                f"refusing to load {path.name}: pickle formats (.ckpt, .pt, .pth, .bin) can run code "
+                "when loaded; use the SafeTensor file of the model, or set allow_pickle=True"
+            )
+        if self.verify_hash:
+            actual = self.hashes.sha256(path)
+            expected = card.file.sha256.lower()
+            if actual != expected:
+                raise ValueError(
+                    f"SHA256 mismatch for {path}: file has {actual.upper()}, card "
+                    f"{card.display_name!r} (version {card.version_id}) expects {expected.upper()}; "
+                    f"the file is damaged or another version; download it again from {card.file.url}"
+                )
+
+    def resolve(self, card: ModelCard) -> Path:
+        """Find and check the card's weights; the path is safe to load."""
+        path = self.find(card)
+        self.check(card, path)
+        return path
+
+    def config_dir(self, path: Path, base_model: str) -> Path:
+        """The pipeline config folder for a checkpoint file: store override, else the packaged one."""
+        overrides = self._overrides()
+        name = path.name
+        if name in overrides:
+            folder = Path(overrides[name]).expanduser()
+            folder = folder if folder.is_absolute() else self.root / folder
+            if not (folder / "model_index.json").is_file():
+                raise FileNotFoundError(
+                    f"config folder {folder} for {name} (from {self.root / STORE_CONFIG}) "
+                    "has no model_index.json"
+                )
+            return folder
+        return packaged_config_dir(base_model)
+
+    def _overrides(self) -> dict[str, str]:
+        path = self.root / STORE_CONFIG
+        if not path.is_file():
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        configs = data.get("configs", {})
+        if not isinstance(configs, dict):
+            raise ValueError(f"{path}: 'configs' must map file names to config folders")
+        return {str(k): str(v) for k, v in configs.items()}
