@@ -25,13 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-try:
-    from diffagent.agent.service import UnknownSessionError
-except ImportError:  # until agent/service.py lands (temporary; removed once it does)
-
-    class UnknownSessionError(LookupError):  # type: ignore[no-redef]
-        """A session id that was never created."""
-
+from diffagent.agent.service import UnknownSessionError
 
 if TYPE_CHECKING:
     from diffagent.agent.service import AgentConfig
