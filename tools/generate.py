@@ -31,9 +31,7 @@ class GenerationConfig(BaseModel):
     device: Device = Field(default="auto", description="cpu, cuda, or auto (cuda when present).")
     dtype: DType = Field(default="auto", description="auto: float16 on CUDA, float32 on CPU.")
     allow_pickle: bool = Field(default=False, description="Allow .ckpt/.pt/.bin pickle files.")
-    verify_hash: bool = Field(
-        default=True, description="Check each file's SHA256 against its card."
-    )
+    verify_hash: bool = Field(default=True, description="Check SHA256 against the card.")
     match: MatchMode = Field(default="name_or_sha256", description="How files are found.")
     max_pipelines: int = Field(default=1, description="Checkpoints kept loaded at once.")
     show_progress: bool = Field(default=False, description="diffusers' per-step progress bar.")
@@ -67,7 +65,7 @@ def resolve_dtype(dtype: DType, device: str) -> Any:
 
 
 def diffusers_clip_skip(a1111_clip_skip: int | None) -> int | None:
-    """A1111's clip skip (1 = last layer) as diffusers' (None = last layer, 1 = one layer skipped)."""
+    """A1111 clip skip (1 = last layer) as diffusers' (None = last layer, 1 = one skipped)."""
     if a1111_clip_skip is None or a1111_clip_skip <= 1:
         return None
     return a1111_clip_skip - 1
@@ -105,7 +103,7 @@ class Generator:
         checkpoint_card: ModelCard,
         lora_cards: list[ModelCard] | None = None,
     ) -> list[Any]:
-        """Generate one PIL image per seed (same order) with the API's checkpoint, LoRAs and params."""
+        """Generate one PIL image per seed (same order) with the API's checkpoint, LoRAs, params."""
         api, loras = self._check_inputs(api, seeds, checkpoint_card, lora_cards or [])
         checkpoint = self.store.resolve(checkpoint_card)
         lora_paths = [(self.store.resolve(card), weight) for card, weight in loras]
@@ -124,7 +122,8 @@ class Generator:
             raise ValueError("at least one seed is needed")
         if checkpoint.type != "Checkpoint":
             raise ValueError(
-                f"checkpoint_card {checkpoint.display_name!r} is a {checkpoint.type}, not a Checkpoint"
+                f"checkpoint_card {checkpoint.display_name!r} is a {checkpoint.type}, "
+                "not a Checkpoint"
             )
         if checkpoint.base_model != api.base_model:
             raise ValueError(

@@ -86,10 +86,10 @@ def _vae_key(key: str, n_blocks: int) -> str:
             return f"{side}.down.{block}.downsample." + ".".join(parts[5:])
         return f"{side}.down.{block}.block.{parts[4]}." + _vae_tail(".".join(parts[5:]))
     if parts[1] == "up_blocks":
-        block, kind = n_blocks - 1 - int(parts[2]), parts[3]
+        up, kind = n_blocks - 1 - int(parts[2]), parts[3]  # ldm numbers up blocks in reverse
         if kind == "upsamplers":
-            return f"{side}.up.{block}.upsample." + ".".join(parts[5:])
-        return f"{side}.up.{block}.block.{parts[4]}." + _vae_tail(".".join(parts[5:]))
+            return f"{side}.up.{up}.upsample." + ".".join(parts[5:])
+        return f"{side}.up.{up}.block.{parts[4]}." + _vae_tail(".".join(parts[5:]))
     if parts[1] == "mid_block":
         if parts[2] == "resnets":
             return f"{side}.mid.block_{int(parts[3]) + 1}." + _vae_tail(".".join(parts[4:]))

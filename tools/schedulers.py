@@ -1,7 +1,7 @@
-"""A1111 sampler names -> diffusers scheduler classes and config overrides (diffusers' own mapping table).
+"""A1111 sampler names -> diffusers scheduler classes and config overrides.
 
-Follows the table in diffusers' scheduler overview ("A1111/k-diffusion" column). Three A1111 samplers
-have no diffusers counterpart; they map to the nearest solver and are flagged `approximate`.
+Follows the table in diffusers' scheduler overview ("A1111/k-diffusion" column). Some A1111
+samplers have no diffusers counterpart; they map to the nearest solver, flagged `approximate`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "DPM2 a": _spec("KDPM2AncestralDiscreteScheduler"),
     "DPM2 Karras": _spec("KDPM2DiscreteScheduler", **_KARRAS),
     "DPM2 a Karras": _spec("KDPM2AncestralDiscreteScheduler", **_KARRAS),
-    # diffusers: "DPM++ 2S a" has no exact counterpart, DPMSolverSinglestepScheduler is very similar.
+    # diffusers: "DPM++ 2S a" has no exact counterpart; DPMSolverSinglestepScheduler is close.
     "DPM++ 2S a": _spec("DPMSolverSinglestepScheduler", approximate=True),
     "DPM++ 2S a Karras": _spec("DPMSolverSinglestepScheduler", approximate=True, **_KARRAS),
     "DPM++ 2M": _spec("DPMSolverMultistepScheduler"),
@@ -64,7 +64,8 @@ def scheduler_spec(sampler: str) -> SchedulerSpec:
     """The diffusers scheduler for an A1111 sampler name; ValueError listing the mapped names."""
     if sampler not in SCHEDULERS:
         raise ValueError(
-            f"sampler {sampler!r} has no diffusers scheduler mapping; mapped: {', '.join(SCHEDULERS)}"
+            f"sampler {sampler!r} has no diffusers scheduler mapping; "
+            f"mapped: {', '.join(SCHEDULERS)}"
         )
     return SCHEDULERS[sampler]
 

@@ -1,4 +1,4 @@
-"""The local model store: a folder of Civitai downloads, found by SHA256 or name and checked before use.
+"""The local model store: a folder of Civitai downloads, found by SHA256 or name, checked.
 
 A store may hold `model-store.json` with per-file pipeline config overrides:
 `{"configs": {"my-model.safetensors": "relative/or/absolute/config/folder"}}`.
@@ -49,7 +49,7 @@ def sha256_file(path: Path) -> str:
 
 
 class HashCache:
-    """SHA256 per file, keyed by (absolute path, size, mtime), persisted as JSON so big files hash once."""
+    """SHA256 per file keyed by (path, size, mtime), persisted as JSON: big files hash once."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or user_data_dir() / "sha256-cache.json"
@@ -84,7 +84,7 @@ class HashCache:
 
 
 def is_safetensors_file(path: Path) -> bool:
-    """Whether a file really is safetensors (8-byte little-endian header size, then a JSON object)."""
+    """Whether a file really is safetensors (8-byte header size, then a JSON object)."""
     with path.open("rb") as handle:
         head = handle.read(9)
     if len(head) < 9:
@@ -150,7 +150,7 @@ class ModelStore:
         return None
 
     def find(self, card: ModelCard) -> Path:
-        """Locate the card's file; raise FileNotFoundError naming the card, file and download URL."""
+        """Locate the card's file; FileNotFoundError names the card, file and download URL."""
         found: Path | None = None
         if self.match in ("name", "name_or_sha256"):
             found = self._by_name(card)
@@ -158,15 +158,15 @@ class ModelStore:
             found = self._by_sha256(card)
         if found is None:
             raise FileNotFoundError(
-                f"weights for {card.type} {card.display_name!r} (version {card.version_id}) are not "
-                f"in the model store {self.root}: expected {card.file.name} "
+                f"weights for {card.type} {card.display_name!r} (version {card.version_id}) "
+                f"are not in the model store {self.root}: expected {card.file.name} "
                 f"(sha256 {card.file.sha256.upper()}); download it from {card.file.url} "
                 f"into {self.root}"
             )
         return found
 
     def check(self, card: ModelCard, path: Path) -> None:
-        """Refuse pickle formats unless allowed and verify the SHA256 against the card (ValueError)."""
+        """Refuse pickle formats unless allowed; verify the SHA256 against the card (ValueError)."""
         if path.is_dir():
             return  # an unpacked diffusers folder: its safetensors load without pickle
         pickled = path.suffix.lower() in PICKLE_SUFFIXES or card.file.format == "PickleTensor"
@@ -174,8 +174,8 @@ class ModelStore:
             pickled = True  # named like safetensors but is not: treat as untrusted pickle
         if pickled and not self.allow_pickle:
             raise ValueError(
-                f"refusing to load {path.name}: pickle formats (.ckpt, .pt, .pth, .bin) can run code "
-                "when loaded; use the SafeTensor file of the model, or set allow_pickle=True"
+                f"refusing to load {path.name}: pickle formats (.ckpt, .pt, .pth, .bin) can run "
+                "code when loaded; use the SafeTensor file of the model, or set allow_pickle=True"
             )
         if self.verify_hash:
             actual = self.hashes.sha256(path)
@@ -183,8 +183,9 @@ class ModelStore:
             if actual != expected:
                 raise ValueError(
                     f"SHA256 mismatch for {path}: file has {actual.upper()}, card "
-                    f"{card.display_name!r} (version {card.version_id}) expects {expected.upper()}; "
-                    f"the file is damaged or another version; download it again from {card.file.url}"
+                    f"{card.display_name!r} (version {card.version_id}) expects "
+                    f"{expected.upper()}; the file is damaged or another version; "
+                    f"download it again from {card.file.url}"
                 )
 
     def resolve(self, card: ModelCard) -> Path:
@@ -194,7 +195,7 @@ class ModelStore:
         return path
 
     def config_dir(self, path: Path, base_model: str) -> Path:
-        """The pipeline config folder for a checkpoint file: store override, else the packaged one."""
+        """The pipeline config folder of a checkpoint: the store's override, else packaged."""
         overrides = self._overrides()
         name = path.name
         if name in overrides:
