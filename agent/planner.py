@@ -1,0 +1,334 @@
+"""Planning: backends behind one protocol, generate mode (LLM writes the API) and rank mode.
+
+Rank mode scores each candidate card's compact answer text (its recommended parameters, plus
+size variants for the best cards) by length-normalised log-likelihood
+p_i = sum_t log P(r_t | x, r_<t) / |r|, the quantity RRHF trains; it can only return catalog
+cards. Generate mode is the paper's: the LLM writes the API JSON, parsed leniently and left to
+validation/repair.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from diffagent.agent import prompts
+from diffagent.index.cards import ModelCard
+from diffagent.tools.api import (
+    CFG_RANGE,
+    CLIP_SKIP_RANGE,
+    DEFAULT_SIZE,
+    LORA_WEIGHT_RANGE,
+    SIZE_RANGE,
+    STEPS_RANGE,
+    CheckpointRef,
+    LoraRef,
+    T2IApi,
+)
+from diffagent.tools.samplers import DEFAULT_SAMPLER, normalize_sampler
+
+# Portrait and landscape sizes (about the base model's pixel budget) tried as rank variants.
+SIZE_VARIANTS: dict[str, tuple[tuple[int, int], ...]] = {
+    "SD 1.5": ((512, 512), (512, 768), (768, 512)),
+    "SDXL 1.0": ((1024, 1024), (832, 1216), (1216, 832)),
+}
+
+
+class PlannerConfig(BaseModel):
+    """Which planner LLM to use and how it decodes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["embedded", "openai"] = Field(
+        default="embedded", description="embedded: SmolLM2 in-process; openai: an endpoint."
+    )
+    adapter_path: Path | None = Field(
+        default=None, description="PEFT adapter folder for the embedded model."
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Embedded model folder (safetensors + tokenizer); None: the cached SmolLM2.",
+    )
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."
+    )
+    model: str | None = Field(
+        default=None, description="Model name at the endpoint; None: the first it lists."
+    )
+    api_key: str | None = Field(default=None, description="Endpoint key (vLLM accepts any).")
+    max_new_tokens: int = Field(default=256, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    threads: int | None = Field(
+        default=None, ge=1, le=64, description="torch CPU threads (embedded); None: automatic."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Endpoint request timeout.")
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> PlannerConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "planner backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)"
+            )
+        return self
+
+
+@runtime_checkable
+class PlannerBackend(Protocol):
+    """A chat LLM the planner can prompt and use to score candidate answers."""
+
+    name: str
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        max_new_tokens: int = 256,
+    ) -> str:
+        """The assistant's reply to `messages` (JSON-constrained where the backend can)."""
+        ...
+
+    def score_continuations(
+        self, messages: list[dict[str, str]], continuations: list[str]
+    ) -> list[float]:
+        """Length-normalised log-likelihood of each continuation after the chat prompt."""
+        ...
+
+
+def make_backend(config: PlannerConfig | None = None) -> PlannerBackend:
+    """Build the configured backend; nothing heavy loads until its first call."""
+    cfg = config or PlannerConfig()
+    if cfg.backend == "embedded":
+        from diffagent.agent.llm_embedded import EmbeddedBackend
+
+        return EmbeddedBackend(
+            cfg.model_dir,
+            adapter_path=cfg.adapter_path,
+            temperature=cfg.temperature,
+            threads=cfg.threads,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+    from diffagent.agent.llm_openai import OpenAIBackend
+
+    assert cfg.base_url is not None  # checked by PlannerConfig
+    return OpenAIBackend(
+        cfg.base_url,
+        model=cfg.model,
+        api_key=cfg.api_key,
+        temperature=cfg.temperature,
+        timeout_s=cfg.timeout_s,
+    )
+
+
+class GenerateResult(BaseModel):
+    """Generate mode's outcome: the raw text and its parsed JSON (not yet validated)."""
+
+    raw_text: str
+    api: dict[str, Any] | None = Field(description="First JSON object in the text, or None.")
+    error: str | None = Field(default=None, description="Why `api` is None, when it is.")
+    latency_ms: float = 0.0
+
+
+class RankedOption(BaseModel):
+    """One scored candidate: a catalog card with a full API and its log-likelihood."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    api: T2IApi
+    card: ModelCard
+    logprob: float = Field(description="Length-normalised log-likelihood of the answer text.")
+    text: str = Field(default="", description="The answer text that was scored.")
+    retrieval_rank: int = Field(default=0, description="Position of the card in the input list.")
+
+
+class RankResult(BaseModel):
+    """Rank mode's outcome: options best first (several per card when variants were scored)."""
+
+    options: list[RankedOption]
+    latency_ms: float = 0.0
+
+    def cards(self) -> list[ModelCard]:
+        """Distinct cards, best first."""
+        seen: dict[int, ModelCard] = {}
+        for option in self.options:
+            seen.setdefault(option.card.version_id, option.card)
+        return list(seen.values())
+
+
+def extract_json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in `text` (code fences and chatter around it are ignored), or None."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        for candidate in (text[start:], text[start:].rstrip().rstrip(",") + "}"):
+            try:
+                value, _ = decoder.raw_decode(candidate)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+        start = text.find("{", start + 1)
+    return None
+
+
+def plan_generate(
+    backend: PlannerBackend,
+    prompt: str,
+    negative_prompt: str,
+    candidates: list[ModelCard],
+    *,
+    max_new_tokens: int = 192,
+) -> GenerateResult:
+    """Let the LLM write the API JSON over the candidate cards (the paper's mode)."""
+    _check_inputs(prompt, candidates)
+    started = time.perf_counter()
+    messages = prompts.generate_messages(prompt, negative_prompt, candidates)
+    raw = backend.complete(
+        messages, json_schema=prompts.generate_json_schema(), max_new_tokens=max_new_tokens
+    )
+    latency = (time.perf_counter() - started) * 1000
+    api = extract_json_object(raw)
+    error = None if api is not None else f"planner output is not a JSON object: {raw[:120]!r}"
+    return GenerateResult(raw_text=raw, api=api, error=error, latency_ms=latency)
+
+
+def plan_rank(
+    backend: PlannerBackend,
+    prompt: str,
+    negative_prompt: str,
+    candidates: list[ModelCard],
+    *,
+    variant_cards: int = 2,
+) -> RankResult:
+    """Score every candidate card's answer (then size variants of the best) and sort them."""
+    _check_inputs(prompt, candidates)
+    started = time.perf_counter()
+    messages = prompts.rank_messages(prompt, negative_prompt)
+    entries: list[tuple[int, tuple[int, int], str]] = []
+    for rank, card in enumerate(candidates):
+        size = recommended_size(card)
+        entries.append((rank, size, prompts.render_rank_candidate(card, *size)))
+    scores = backend.score_continuations(messages, [text for _, _, text in entries])
+    scored = [(score, *entry) for score, entry in zip(scores, entries, strict=True)]
+    best = sorted(scored, key=lambda row: -row[0])[:variant_cards]
+    variants: list[tuple[int, tuple[int, int], str]] = []
+    for _, rank, size, _ in best:
+        card = candidates[rank]
+        for other in SIZE_VARIANTS[card.base_model]:
+            if other != size:
+                variants.append((rank, other, prompts.render_rank_candidate(card, *other)))
+    if variants:
+        more = backend.score_continuations(messages, [text for _, _, text in variants])
+        scored += [(score, *entry) for score, entry in zip(more, variants, strict=True)]
+    scored.sort(key=lambda row: (-row[0], row[1]))
+    checkpoints = _best_checkpoints(scored, candidates)
+    options = [
+        RankedOption(
+            api=card_api(
+                candidates[rank],
+                prompt,
+                negative_prompt,
+                size=size,
+                checkpoint=checkpoints.get(candidates[rank].base_model),
+            ),
+            card=candidates[rank],
+            logprob=score,
+            text=text,
+            retrieval_rank=rank,
+        )
+        for score, rank, size, text in scored
+    ]
+    return RankResult(options=options, latency_ms=(time.perf_counter() - started) * 1000)
+
+
+def _check_inputs(prompt: str, candidates: list[ModelCard]) -> None:
+    if not prompt.strip():
+        raise ValueError("the image prompt is empty; describe the image you want")
+    if not candidates:
+        raise ValueError("the planner needs at least one candidate card")
+
+
+def _best_checkpoints(
+    scored: list[tuple[float, int, tuple[int, int], str]], candidates: list[ModelCard]
+) -> dict[str, ModelCard]:
+    """Per base model, the best-scored checkpoint candidate (the base a LoRA option runs on)."""
+    best: dict[str, ModelCard] = {}
+    for _, rank, _, _ in scored:
+        card = candidates[rank]
+        if card.type == "Checkpoint":
+            best.setdefault(card.base_model, card)
+    return best
+
+
+def recommended_size(card: ModelCard) -> tuple[int, int]:
+    """The card's recommended size, snapped to multiples of 8 inside the base model's range."""
+    low, high = SIZE_RANGE[card.base_model]
+    default = DEFAULT_SIZE[card.base_model]
+    sizes = []
+    for value, fallback in zip(
+        (card.recommended.width, card.recommended.height), default, strict=True
+    ):
+        snapped = round(value / 8) * 8 if value else fallback
+        sizes.append(min(high, max(low, snapped)))
+    return sizes[0], sizes[1]
+
+
+def _clamp(value: float, bounds: tuple[float, float]) -> float:
+    return min(bounds[1], max(bounds[0], value))
+
+
+def card_api(
+    card: ModelCard,
+    prompt: str,
+    negative_prompt: str,
+    *,
+    size: tuple[int, int] | None = None,
+    checkpoint: ModelCard | None = None,
+) -> T2IApi:
+    """A valid T2I API from a card's recommended parameters (out-of-range values clamped).
+
+    A LoRA card becomes the LoRA at its typical weight on `checkpoint` (None when unknown).
+    """
+    rec = card.recommended
+    width, height = size or recommended_size(card)
+    sampler = normalize_sampler(rec.sampling_method) or DEFAULT_SAMPLER
+    clip_skip = int(_clamp(rec.clip_skip, CLIP_SKIP_RANGE)) if rec.clip_skip is not None else None
+    loras: list[LoraRef] = []
+    checkpoint_ref = None
+    if card.type == "LORA":
+        weight = _clamp(rec.lora_weight if rec.lora_weight is not None else 0.8, LORA_WEIGHT_RANGE)
+        loras.append(
+            LoraRef(
+                version_id=card.version_id,
+                name=card.display_name,
+                weight=weight,
+                base_model=card.base_model,
+            )
+        )
+        if checkpoint is not None and checkpoint.base_model == card.base_model:
+            checkpoint_ref = CheckpointRef(
+                version_id=checkpoint.version_id, name=checkpoint.display_name
+            )
+    return T2IApi(
+        model=card.display_name,
+        type=card.type,
+        base_model=card.base_model,
+        width=width,
+        height=height,
+        sampling_method=sampler,
+        sampling_steps=int(_clamp(rec.sampling_steps, STEPS_RANGE)),
+        cfg_scale=float(_clamp(rec.cfg_scale, CFG_RANGE)),
+        model_description=card.description,
+        model_id=card.model_id,
+        version_id=card.version_id,
+        air=card.air,
+        checkpoint=checkpoint_ref,
+        loras=loras,
+        prompt=prompt,
+        negative_prompt=negative_prompt or rec.negative_prompt,
+        clip_skip=clip_skip,
+    )
