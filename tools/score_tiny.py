@@ -128,7 +128,9 @@ def imagereward_shapes(
     shapes["blip.text_proj.weight"] = (256, text_width)
     shapes["blip.text_proj.bias"] = (256,)
     widths = (text_width, *IR_MLP_WIDTHS)
-    for index, (fan_in, fan_out) in zip((0, 2, 4, 6, 7), zip(widths, widths[1:], strict=False)):
+    for index, (fan_in, fan_out) in zip(
+        (0, 2, 4, 6, 7), zip(widths, widths[1:], strict=False), strict=True
+    ):
         shapes[f"mlp.layers.{index}.weight"] = (fan_out, fan_in)
         shapes[f"mlp.layers.{index}.bias"] = (fan_out,)
     return shapes
@@ -136,7 +138,11 @@ def imagereward_shapes(
 
 def _is_norm_weight(key: str) -> bool:
     parts = key.split(".")
-    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2].startswith(("norm", "ln_", "LayerNorm"))
+    return (
+        len(parts) >= 2
+        and parts[-1] == "weight"
+        and parts[-2].startswith(("norm", "ln_", "LayerNorm"))
+    )
 
 
 def random_state_dict(
