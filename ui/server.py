@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -244,9 +244,13 @@ def create_app(
     """
     if sum(value is not None for value in (agent, agent_factory, config)) > 1:
         raise ValueError("give at most one of agent, agent_factory or config")
-    settings = ServerSettings(
-        token=token or None, max_body_bytes=max_body_bytes, max_message_chars=max_message_chars
-    )
+    try:
+        settings = ServerSettings(
+            token=token or None, max_body_bytes=max_body_bytes, max_message_chars=max_message_chars
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ValueError(f"{first['loc'][0]}: {first['msg']}") from error
     if agent is not None:
         built = agent
         factory: Callable[[], AgentLike] = lambda: built  # noqa: E731

@@ -130,8 +130,11 @@ class ScriptedPlanner:
         return [-0.1 * position for position in range(len(continuations))]
 
 
-def build_agent(db_path: Path) -> Any:
-    """The real DiffAgent facade on `db_path`, with the word index and the scripted planner."""
+def build_agent(db_path: Path, *, scripted: bool = True) -> Any:
+    """The real DiffAgent facade on `db_path`, with the word index and the scripted planner.
+
+    With `scripted=False` the configured planner (the embedded LLM by default) is used instead.
+    """
     from diffagent.agent.service import AgentConfig, DiffAgent
 
     catalog_dir = db_path.parent / "catalog"
@@ -139,7 +142,8 @@ def build_agent(db_path: Path) -> Any:
         write_cards(CARDS, catalog_dir / "cards.jsonl")
     config = AgentConfig(catalog_dir=catalog_dir, checkpoint_db=db_path, mode="rank")
     index = WordIndex(Catalog.load(catalog_dir))
-    return DiffAgent.create(config, backend=ScriptedPlanner(), index=index)
+    backend = ScriptedPlanner() if scripted else None
+    return DiffAgent.create(config, backend=backend, index=index)
 
 
 @contextmanager
@@ -169,6 +173,18 @@ def serve(app: Any) -> Iterator[str]:
 def serve_app() -> Callable[[Any], Any]:
     """The `serve` context manager, for tests that start and stop servers themselves."""
     return serve
+
+
+@pytest.fixture
+def agent_builder() -> Callable[..., Any]:
+    """`build_agent(db_path, scripted=True)`, for tests that need a non-default agent."""
+    return build_agent
+
+
+@pytest.fixture
+def catalog_cards() -> list[ModelCard]:
+    """The cards of the test catalog."""
+    return CARDS
 
 
 @pytest.fixture

@@ -142,6 +142,8 @@ def test_agent_is_built_once_on_first_use(agent_factory: Callable[[], Any], serv
     assert len(calls) == 1
 
 
-def test_create_app_rejects_two_agent_sources(agent_factory: Callable[[], Any]) -> None:
+def test_create_app_rejects_bad_arguments(agent_factory: Callable[[], Any]) -> None:
     with pytest.raises(ValueError, match="at most one"):
         create_app(agent_factory(), agent_factory=agent_factory)
+    with pytest.raises(ValueError, match="max_body_bytes: Input should be greater than or equal"):
+        create_app(agent_factory=agent_factory, max_body_bytes=10)
