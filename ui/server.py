@@ -14,11 +14,12 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from diffagent.agent.service import UnknownSessionError
+from diffagent.paths import user_data_dir
 
 if TYPE_CHECKING:
     from diffagent.agent.service import AgentConfig
@@ -36,6 +38,7 @@ DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_MESSAGE_CHARS = 20_000
 MODEL_NAME = "diffagent"
 SESSION_HEADER = "X-Session-Id"
+IMAGE_NAME = re.compile(r"[\w.-]+\.(png|jpg|jpeg|webp)")
 
 
 class AgentLike(Protocol):
@@ -90,6 +93,9 @@ class ChatResponse(BaseModel):
     repairs: list[dict[str, Any]] = Field(default_factory=list)
     hallucinated: bool = False
     images: list[str] = Field(default_factory=list, description="Image file paths on the server.")
+    image_urls: list[str] = Field(
+        default_factory=list, description="The images as `/v1/images/NAME` (same order)."
+    )
     scores: dict[str, Any] | None = None
     exports: dict[str, str] = Field(default_factory=dict)
 
@@ -236,11 +242,14 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    image_dir: Path | None = None,
 ) -> FastAPI:
     """Build the FastAPI app over one agent.
 
     Give at most one of `agent` (already built), `agent_factory` (called on first use) or
     `config` (an `AgentConfig` for `DiffAgent.create`); with none, the default config is used.
+    `image_dir` is the folder generated images are served from (default: the agent's default,
+    `user_data_dir()/images`); images elsewhere are listed by path only.
     """
     if sum(value is not None for value in (agent, agent_factory, config)) > 1:
         raise ValueError("give at most one of agent, agent_factory or config")
@@ -264,6 +273,7 @@ def create_app(
             return DiffAgent.create(config)
 
     holder = _AgentHolder(factory)
+    images_root = (image_dir or user_data_dir() / "images").resolve()
     app = FastAPI(
         title="DiffAgent",
         description="Pick the Stable Diffusion model and parameters for a prompt, in chat.",
@@ -322,6 +332,11 @@ def create_app(
         result = await call_agent("reply", session_id, text)
         data = result.model_dump(mode="json") if isinstance(result, BaseModel) else dict(result)
         data["session_id"] = session_id
+        data["image_urls"] = [
+            f"/v1/images/{Path(path).name}"
+            for path in data.get("images") or []
+            if Path(path).resolve().parent == images_root
+        ]
         return ChatResponse.model_validate(data)
 
     @app.get("/healthz")
@@ -344,6 +359,14 @@ def create_app(
     async def chat(request: ChatRequest) -> ChatResponse:
         """One chat turn; a missing `session_id` starts a new conversation."""
         return await run_turn(request.session_id, request.message)
+
+    @app.get("/v1/images/{name}", response_model=None)
+    async def image(name: str) -> FileResponse:
+        """A generated image, by the file name given in `image_urls`."""
+        path = images_root / name
+        if not IMAGE_NAME.fullmatch(name) or not path.is_file():
+            raise HTTPException(404, f"no image named {name!r}")
+        return FileResponse(path)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -147,3 +148,34 @@ def test_create_app_rejects_bad_arguments(agent_factory: Callable[[], Any]) -> N
         create_app(agent_factory(), agent_factory=agent_factory)
     with pytest.raises(ValueError, match="max_body_bytes: Input should be greater than or equal"):
         create_app(agent_factory=agent_factory, max_body_bytes=10)
+
+
+def test_generated_images_are_served_from_the_image_dir_only(
+    tmp_path: Path, serve_app: Any
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "abc-0.png").write_bytes(b"\x89PNG one")
+    (images / "notes.txt").write_text("not an image")
+    (tmp_path / "elsewhere.png").write_bytes(b"\x89PNG two")
+
+    class Painter:
+        def new_session(self) -> str:
+            return "s1"
+
+        def reply(self, session_id: str, message: str) -> dict[str, Any]:
+            paths = [str(images / "abc-0.png"), str(tmp_path / "elsewhere.png")]
+            return {"session_id": session_id, "reply": "here", "images": paths}
+
+        def history(self, session_id: str) -> list[dict[str, str]]:
+            return []
+
+    app = create_app(Painter(), image_dir=images, token="tok")
+    headers = {"Authorization": "Bearer tok"}
+    with serve_app(app) as url, httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        body = client.post("/v1/chat", json={"message": "paint"}).json()
+        assert body["image_urls"] == ["/v1/images/abc-0.png"]  # the other one is outside the dir
+        assert client.get(body["image_urls"][0]).content == b"\x89PNG one"
+        for name in ["notes.txt", "missing.png", "..%2Felsewhere.png"]:
+            assert client.get(f"/v1/images/{name}").status_code == 404, name
+        assert httpx.get(f"{url}{body['image_urls'][0]}").status_code == 401  # token needed
