@@ -58,7 +58,7 @@ def load_open_clip(arch: str, checkpoint: Path, device: str) -> tuple[Any, Any, 
     if _is_torchscript(checkpoint):
         model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
         state = torch.jit.load(str(checkpoint), map_location="cpu").state_dict()
-        for key in ("input_resolution", "context_length", "vocab_size"):
+        for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
             state.pop(key, None)
         model.load_state_dict(state, strict=True)
     else:

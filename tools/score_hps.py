@@ -41,10 +41,11 @@ class ResizeLongestAndPad:
         """Resize and pad a (C, H, W) tensor."""
         height, width = image.shape[1:]
         scale = self.size / float(max(height, width))
-        if scale == 1.0:  # as hpsv2: an image already `size` on its longest side is not padded
-            return image
         new_size = [round(dim * scale) for dim in (height, width)]
-        image = F.resize(image, new_size, transforms.InterpolationMode.BICUBIC)
+        if scale != 1.0:
+            image = F.resize(image, new_size, transforms.InterpolationMode.BICUBIC)
+        # hpsv2 skips the padding too when scale == 1 and then fails on a non-square image
+        # (e.g. 224 x 160); padding it is the only way such an image can be scored.
         pad_h = self.size - new_size[0]
         pad_w = self.size - new_size[1]
         padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]

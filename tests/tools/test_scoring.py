@@ -210,3 +210,60 @@ def test_cli_missing_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch) 
     assert err.startswith("error: CLIP ViT-B/32 weights not configured: download")
     assert main(["score", "--prompt", "x", str(image), "--scorers", "clip,nope"]) == 2
     assert "allowed: clip, imagereward, hps" in capsys.readouterr().err
+
+
+def test_full_size_official_imagereward_layout_maps_exactly() -> None:
+    """The real checkpoint's keys (BLIP ViT-L/16 + BERT-base) fill every parameter, shapes equal."""
+    from diffagent.tools.score_imagereward import ImageRewardModel, rename_official_keys
+    from diffagent.tools.score_tiny import imagereward_shapes
+
+    med = {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "max_position_embeddings": 512,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "vocab_size": 30524,
+    }
+    shapes = imagereward_shapes(1024, 24, 16, 224, 768, 12, 3072)
+    with torch.device("meta"):
+        model = ImageRewardModel(med, shapes)
+        official = {key: torch.empty(shape) for key, shape in shapes.items()}
+    renamed = rename_official_keys(official)
+    ours = model.state_dict()
+    assert set(ours) == set(renamed)
+    assert all(ours[key].shape == renamed[key].shape for key in ours)
+    assert model.image_size == 224
+    assert model.visual.config.num_attention_heads == 16
+
+
+def test_clip_reads_openai_torchscript_archives(tiny, tmp_path, images) -> None:
+    """OpenAI ships ViT-B-32.pt as TorchScript; the same weights give the same cosines."""
+    import open_clip
+
+    from diffagent.tools.score_clip import ClipScorer, resolve_open_clip_arch
+
+    name = resolve_open_clip_arch(str(tiny["clip_arch"]))
+    model = open_clip.create_model(name, pretrained=str(tiny["clip"])).eval()
+    example = (torch.zeros(1, 3, 224, 224), open_clip.get_tokenizer(name)(["a dog"]))
+    archive = tmp_path / "ViT-B-32.pt"
+    torch.jit.trace(model, example, check_trace=False).save(str(archive))
+    from_jit = ClipScorer(archive, arch=str(tiny["clip_arch"]))
+    from_state = ClipScorer(tiny["clip"], arch=str(tiny["clip_arch"]))
+    assert from_jit.cosines(PROMPT, images) == pytest.approx(from_state.cosines(PROMPT, images))
+
+
+def test_hps_preprocess_pads_to_square() -> None:
+    from diffagent.tools.score_hps import hps_preprocess
+
+    preprocess = hps_preprocess(224)
+    for size in [(224, 160), (160, 224), (50, 300), (224, 224), (600, 400)]:
+        tensor = preprocess(Image.new("RGB", size, (255, 255, 255)))
+        assert tuple(tensor.shape) == (3, 224, 224)
+    wide = preprocess(Image.new("RGB", (448, 224), (255, 255, 255)))
+    # Resized to 224 x 112 and padded top and bottom with black (before normalisation).
+    black = (0.0 - 0.48145466) / 0.26862954
+    assert wide[0, 0, 0].item() == pytest.approx(black, abs=1e-4)
+    assert wide[0, 112, 112].item() == pytest.approx((1.0 - 0.48145466) / 0.26862954, abs=1e-3)
