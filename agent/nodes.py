@@ -8,6 +8,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from diffagent.agent import planner
 from diffagent.agent.context import AgentContext
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints, understand
@@ -59,6 +60,9 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
     result = understand(
         message, previous, current_api=state.last_api, allow_nsfw=runtime.context.allow_nsfw
     )
+    _keep_feasible(result.constraints, previous, runtime.context, result.notes)
+    if previous is not None and result.constraints == previous:
+        result.replan = False  # nothing that bears on the choice changed after all
     return {
         "intent": result.intent,
         "constraints": result.constraints.model_dump(mode="json"),
@@ -77,6 +81,25 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
         "scores": None,
         "reply": "",
     }
+
+
+def _keep_feasible(
+    cons: Constraints, previous: Constraints | None, ctx: AgentContext, notes: list[str]
+) -> None:
+    """Undo a base-model or type constraint that no catalog card meets, with a note."""
+    bases = sorted({card.base_model for card in ctx.catalog})
+    if cons.base_model is not None and cons.base_model not in bases:
+        kept = previous.base_model if previous else None
+        notes.append(
+            f"The catalog has no {cons.base_model} model (it has {', '.join(bases) or 'none'}); "
+            f"I kept {kept or 'any base model'}."
+        )
+        cons.base_model = kept
+    types = {card.type for card in ctx.catalog if cons.base_model in (None, card.base_model)}
+    if cons.model_type is not None and cons.model_type not in types:
+        notes.append(f"The catalog has no {cons.model_type} for this base model; any type is used.")
+        cons.model_type = None
+        cons.no_lora = False
 
 
 def route_after_understand(state: State) -> str:
@@ -132,8 +155,6 @@ def plan_with(ctx: AgentContext, cons: Constraints, cards: list[ModelCard]) -> d
             "plan": api_from_card(card, cons).model_dump(mode="json"),
             "why": explain(card, cons, "it is the index's best match"),
         }
-    from diffagent.agent import planner  # noqa: PLC0415  (loads torch; only when planning)
-
     try:
         if ctx.mode == "rank":
             ranked = planner.plan_rank(ctx.backend, cons.query, cons.negative_prompt, cards)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -20,7 +19,9 @@ from diffagent.agent.nodes import plan_with, retrieve, validate_plan
 from diffagent.agent.understand import MAX_PROMPT_CHARS, Constraints
 from diffagent.agent.validate import Repair
 from diffagent.index.cards import ModelCard
+from diffagent.index.catalog import Catalog
 from diffagent.tools.api import T2IApi
+from diffagent.tools.exports import all_exports
 
 __all__ = [
     "AgentConfig",
@@ -181,7 +182,7 @@ class DiffAgent:
             hallucinated=bool(state.get("hallucinated")),
             images=list(state.get("images", [])),
             scores=state.get("scores"),
-            exports=exports_for(api) if api else {},
+            exports=exports_for(api, self.context.catalog) if api else {},
             intent=state.get("intent", "image"),
             changes=list(state.get("changes", [])),
         )
@@ -244,13 +245,17 @@ class DiffAgent:
             raise UnknownSessionError(f"unknown session id {session_id!r}; create one first")
 
 
-def exports_for(api: T2IApi) -> dict[str, str]:
-    """The API as JSON, diffusers code, an A1111 payload and a ComfyUI workflow (text)."""
-    from diffagent.tools import exports  # noqa: PLC0415
+def exports_for(api: T2IApi, catalog: Catalog | None = None) -> dict[str, str]:
+    """Diffusers code, an A1111 payload, a ComfyUI workflow and the API JSON (text).
 
-    return {
-        "json": api.model_dump_json(indent=2),
-        "diffusers": exports.to_diffusers_code(api),
-        "a1111": json.dumps(exports.to_a1111_payload(api), indent=2),
-        "comfyui": json.dumps(exports.to_comfyui_workflow(api), indent=2),
-    }
+    With the catalog, exports name the cards' real file names.
+    """
+    ids = [api.version_id, *(lo.version_id for lo in api.loras)]
+    if api.checkpoint is not None:
+        ids.append(api.checkpoint.version_id)
+    files = {}
+    for version_id in ids:
+        card = catalog.get(version_id) if catalog is not None and version_id else None
+        if card is not None:
+            files[card.version_id] = card.file.name
+    return {**all_exports(api, files), "json": api.model_dump_json(indent=2)}

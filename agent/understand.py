@@ -221,7 +221,10 @@ def _apply_base_and_type(
 ) -> bool:
     replan = False
     base: BaseModelName | None = None
-    if _SDXL_RE.search(text):
+    if re.search(r"\bany\s+base(\s+model)?\b", text, re.I) and merged.base_model is not None:
+        merged.base_model = None
+        changes.append("any base model")
+    elif _SDXL_RE.search(text):
         base = "SDXL 1.0"
     elif _SD15_RE.search(text):
         base = "SD 1.5"

@@ -67,6 +67,8 @@ def validate_and_repair(
     repairs: list[Repair] = []
 
     card, hallucinated = _resolve_card(raw, catalog, index, cons, repairs)
+    if any(repair.field == "model" for repair in repairs):
+        raw["model"] = card.name  # recorded once, by the resolution
     allowed_card = _enforce_card_constraints(card, raw, catalog, index, cons, repairs)
     if allowed_card.version_id != card.version_id:
         # The planned parameters were for another model: start from the new card's own.
@@ -298,7 +300,9 @@ def _repair_fields(
 
     out["prompt"] = _with_trigger_words(cons.query or str(raw.get("prompt") or ""), card)
     out["negative_prompt"] = _join_negative(
-        cons.negative_prompt, str(raw.get("negative_prompt") or rec.negative_prompt or "")
+        cons.negative_prompt,
+        str(raw.get("negative_prompt") or rec.negative_prompt or ""),
+        keep_out=out["prompt"],
     )
     seed = cons.seed if cons.seed is not None else _as_int(raw.get("seed"))
     out["seed"] = seed if seed is not None and seed >= 0 else None
@@ -428,12 +432,18 @@ def _with_trigger_words(prompt: str, card: ModelCard) -> str:
     return ", ".join([*triggers, prompt]) if prompt else ", ".join(triggers)
 
 
-def _join_negative(*parts: str) -> str:
+def _join_negative(*parts: str, keep_out: str = "") -> str:
+    """Negative prompt items, deduplicated, without the ones the prompt asks for ("anime")."""
+    asked = set(re.findall(r"[a-z0-9]+", keep_out.lower()))
     seen: list[str] = []
     for part in parts:
         for item in (p.strip() for p in part.split(",")):
-            if item and item.lower() not in {s.lower() for s in seen}:
-                seen.append(item)
+            bare = re.sub(r"[()\[\]]|:[\d.]+", "", item).strip().lower()
+            if not item or item.lower() in {s.lower() for s in seen}:
+                continue
+            if bare and " " not in bare and bare in asked:
+                continue  # a one-word negative the user asked for in the prompt
+            seen.append(item)
     return ", ".join(seen)
 
 

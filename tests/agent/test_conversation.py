@@ -114,3 +114,22 @@ def test_a_new_process_continues_the_session(tmp_path: Path, index) -> None:
     assert turn.api is not None and turn.api.model == "CyberCity"
     assert turn.api.width == turn.api.height  # "square" from the first process is kept
     assert len(second.history(sid)) == 6
+
+
+def test_a_base_model_the_catalog_lacks_is_refused_and_the_pick_kept(tmp_path: Path) -> None:
+    from diffagent.index.catalog import Catalog
+
+    from .conftest import CARDS, FakeIndex
+
+    sd15 = Catalog(directory=tmp_path)
+    for card in CARDS:
+        if card.base_model == "SD 1.5":
+            sd15.add(card)
+    agent = make_agent(tmp_path, FakeIndex(sd15), None, mode="retrieval")
+    sid = agent.new_session()
+    first = agent.reply(sid, "a neon cyberpunk city at night")
+    refused = agent.reply(sid, "SDXL only")
+    assert "no SDXL 1.0 model" in refused.reply
+    assert refused.api is not None and refused.api.version_id == first.api.version_id
+    after = agent.reply(sid, "square")
+    assert after.api is not None and after.api.width == after.api.height

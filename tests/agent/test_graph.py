@@ -161,3 +161,18 @@ def test_empty_catalog_is_a_clear_error(tmp_path) -> None:
     agent = make_agent(tmp_path, empty, mode="retrieval")
     turn = agent.reply(agent.new_session(), "a cat")
     assert turn.api is None and "could not choose" in turn.reply
+
+
+def test_with_the_real_hybrid_index(tmp_path, catalog) -> None:
+    from diffagent.agent.validate import validate_and_repair
+    from diffagent.index.search import CatalogIndex
+
+    index = CatalogIndex.open(catalog.directory, tmp_path / "index")
+    agent = make_agent(tmp_path, index, mode="retrieval")
+    sid = agent.new_session()
+    turn = agent.reply(sid, "neon cyberpunk city at night")
+    assert turn.api is not None and turn.api.model == "CyberCity"
+    turn = agent.reply(sid, "SDXL only")
+    assert turn.api is not None and turn.api.base_model == "SDXL 1.0"
+    repaired = validate_and_repair({"model": "AnimeMixx"}, index.catalog, index)
+    assert repaired.hallucinated and repaired.api.model == "AnimeMix"

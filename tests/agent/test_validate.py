@@ -174,3 +174,12 @@ def test_works_without_an_index(catalog) -> None:
 def test_api_from_card_is_the_recommendation(catalog) -> None:
     api = api_from_card(catalog.get(2002))
     assert (api.width, api.sampling_method, api.base_model) == (1024, "Euler a", "SDXL 1.0")
+
+
+def test_negative_prompt_never_contradicts_the_prompt_and_lora_triggers_are_added(
+    catalog, index
+) -> None:
+    cons = Constraints(prompt="an anime castle", negative_prompt="anime, blurry")
+    api = validate_and_repair({"model": "Ghibli Style"}, catalog, index, cons).api
+    assert api.negative_prompt == "blurry"
+    assert api.prompt.startswith("ghibli style") and "an anime castle" in api.prompt
