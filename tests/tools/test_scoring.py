@@ -239,6 +239,7 @@ def test_full_size_official_imagereward_layout_maps_exactly() -> None:
     assert model.visual.config.num_attention_heads == 16
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
 def test_clip_reads_openai_torchscript_archives(tiny, tmp_path, images) -> None:
     """OpenAI ships ViT-B-32.pt as TorchScript; the same weights give the same cosines."""
     import open_clip
