@@ -16,11 +16,12 @@ TURNS = 5
 
 
 async def _converse(client: httpx.AsyncClient, who: int) -> tuple[str, list[str]]:
-    """One user: start a session, then TURNS messages in order; returns (session_id, messages)."""
+    """One user: a session, then TURNS messages in order; returns (session_id, conversation)."""
     sent = [
         f"user {who} turn {turn}: a castle, variant {who * 100 + turn}" for turn in range(TURNS)
     ]
     session_id: str | None = None
+    conversation: list[str] = []
     for message in sent:
         payload: dict[str, Any] = {"message": message}
         if session_id is not None:
@@ -30,8 +31,9 @@ async def _converse(client: httpx.AsyncClient, who: int) -> tuple[str, list[str]
         body = response.json()
         assert session_id in (None, body["session_id"])
         session_id = body["session_id"]
+        conversation += [message, body["reply"]]
     assert session_id is not None
-    return session_id, sent
+    return session_id, conversation
 
 
 async def _load(url: str) -> list[tuple[str, list[str]]]:
@@ -40,13 +42,13 @@ async def _load(url: str) -> list[tuple[str, list[str]]]:
         return await asyncio.gather(*(_converse(client, who) for who in range(SESSIONS)))
 
 
-def _user_messages(url: str, session_id: str) -> list[str]:
+def _messages(url: str, session_id: str) -> list[str]:
     response = httpx.get(f"{url}/v1/sessions/{session_id}/history", timeout=30)
     assert response.status_code == 200, response.text
     messages = response.json()["messages"]
     # Strictly alternating user/assistant: no turn lost, none doubled.
     assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
-    return [m["content"] for m in messages if m["role"] == "user"]
+    return [m["content"] for m in messages]
 
 
 def test_twenty_concurrent_sessions_keep_their_own_history(
@@ -57,8 +59,9 @@ def test_twenty_concurrent_sessions_keep_their_own_history(
         results = asyncio.run(_load(url))
         elapsed = time.perf_counter() - started
         assert len({session_id for session_id, _ in results}) == SESSIONS
-        for session_id, sent in results:
-            assert _user_messages(url, session_id) == sent
+        for session_id, conversation in results:
+            # Exactly this session's messages and the replies it was sent, in order.
+            assert _messages(url, session_id) == conversation
     print(f"{SESSIONS} sessions x {TURNS} turns: {elapsed:.2f} s")
 
 
@@ -77,4 +80,9 @@ def test_session_continues_after_server_restart(
             timeout=60,
         )
         assert second.status_code == 200, second.text
-        assert _user_messages(url, session_id) == ["a red fox, watercolor", "make it square"]
+        assert _messages(url, session_id) == [
+            "a red fox, watercolor",
+            first.json()["reply"],
+            "make it square",
+            second.json()["reply"],
+        ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +182,45 @@ def test_generated_images_are_served_from_the_image_dir_only(
         for name in ["notes.txt", "missing.png", "..%2Felsewhere.png"]:
             assert client.get(f"/v1/images/{name}").status_code == 404, name
         assert httpx.get(f"{url}{body['image_urls'][0]}").status_code == 401  # token needed
+
+
+def test_slow_turns_run_in_parallel_and_health_stays_responsive(serve_app: Any) -> None:
+    class Sleeper:
+        def __init__(self) -> None:
+            self.running = 0
+            self.peak = 0
+            self.lock = threading.Lock()
+
+        def new_session(self) -> str:
+            return "s"
+
+        def reply(self, session_id: str, message: str) -> dict[str, Any]:
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            time.sleep(1.0)
+            with self.lock:
+                self.running -= 1
+            return {"session_id": session_id, "reply": message}
+
+        def history(self, session_id: str) -> list[dict[str, str]]:
+            return []
+
+    agent = Sleeper()
+    with serve_app(create_app(agent)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/healthz").status_code == 200  # warm connection
+
+        def ask(number: int) -> int:
+            return httpx.post(
+                f"{url}/v1/chat", json={"message": f"m{number}"}, timeout=30
+            ).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(ask, number) for number in range(8)]
+            time.sleep(0.2)
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            health_seconds = time.perf_counter() - started
+            assert [future.result() for future in futures] == [200] * 8
+    assert agent.peak >= 4  # turns overlapped instead of queueing on the event loop
+    assert health_seconds < 0.7  # answered while the turns were still sleeping
