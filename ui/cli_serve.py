@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from diffagent.ui.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_MESSAGE_CHARS
+from diffagent.ui.cli_agent import _agent_options, _create_agent
 
 TOKEN_ENV = "DIFFAGENT_TOKEN"
 
@@ -27,27 +27,23 @@ def register(commands: Any) -> None:
         default=None,
         help=f"Require 'Authorization: Bearer TOKEN' on /v1/* (default: ${TOKEN_ENV}, else open).",
     )
-    parser.add_argument(
-        "--catalog", type=Path, default=None, help="Catalog directory (default: starter catalog)."
-    )
-    parser.add_argument(
-        "--mode",
-        choices=["rank", "generate", "retrieval"],
-        default="rank",
-        help="Planning mode (default rank).",
-    )
-    parser.add_argument(
-        "--planner", choices=["embedded", "openai"], default="embedded", help="Planner backend."
-    )
-    parser.add_argument(
-        "--planner-url", default=None, help="Base URL of an OpenAI-compatible server."
-    )
-    parser.add_argument("--planner-model", default=None, help="Model name on that server.")
+    # The same agent options as recommend/chat/select, so every command builds the same agent.
+    _agent_options(parser)
     parser.add_argument(
         "--db", type=Path, default=None, help="Conversation SQLite file (default: user data dir)."
     )
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--max-message-chars", type=int, default=DEFAULT_MAX_MESSAGE_CHARS)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="Larger request bodies get 413 (default 1000000).",
+    )
+    parser.add_argument(
+        "--max-message-chars",
+        type=int,
+        default=None,
+        help="Longer messages get 422 (default 20000).",
+    )
     parser.set_defaults(handler=run_serve)
 
 
@@ -55,28 +51,21 @@ def run_serve(args: argparse.Namespace) -> int:
     """Build the agent (so start-up errors show at once), then serve until interrupted."""
     import uvicorn
 
-    from diffagent.agent.planner import PlannerConfig
-    from diffagent.agent.service import AgentConfig, DiffAgent
-    from diffagent.ui.server import create_app
+    from diffagent.ui.server import create_app  # here, not at the top: keeps `--help` fast
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is outside 1-65535")
     if args.catalog is not None and not (args.catalog / "cards.jsonl").is_file():
         raise FileNotFoundError(f"no cards.jsonl in --catalog {args.catalog}")
-    config = AgentConfig(
-        catalog_dir=args.catalog,
-        mode=args.mode,
-        planner=PlannerConfig(
-            backend=args.planner, base_url=args.planner_url, model=args.planner_model
-        ),
-        checkpoint_db=args.db,
-    )
-    agent = DiffAgent.create(config)
-    app = create_app(
-        agent,
-        token=args.token or os.environ.get(TOKEN_ENV) or None,
-        max_body_bytes=args.max_body_bytes,
-        max_message_chars=args.max_message_chars,
-    )
+    agent = _create_agent(args, ephemeral=False, db=args.db)
+    limits = {
+        name: value
+        for name, value in [
+            ("max_body_bytes", args.max_body_bytes),
+            ("max_message_chars", args.max_message_chars),
+        ]
+        if value is not None
+    }
+    app = create_app(agent, token=args.token or os.environ.get(TOKEN_ENV) or None, **limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
