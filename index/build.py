@@ -37,6 +37,7 @@ from diffagent.index.reverse_map import (
     RawPair,
     map_version,
     most_common,
+    strip_extra_network_tags,
 )
 from diffagent.index.splits import SPLITS, SplitConfig, dedupe, split_by_group
 from diffagent.tools.api import DEFAULT_SIZE, CheckpointRef, LoraRef, T2IApi
@@ -224,7 +225,7 @@ def _trigger_words(words: Iterable[Any], guard: PromptGuard) -> list[str]:
     """Trained words, trimmed, de-duplicated, without explicit ones."""
     result: list[str] = []
     for word in words:
-        text = " ".join(str(word).split()).strip(" ,")
+        text = " ".join(strip_extra_network_tags(str(word)).split()).strip(" ,")
         if text and text not in result and not guard.is_explicit(text) and len(text) <= 200:
             result.append(text)
     return result

@@ -38,7 +38,11 @@ class FilterConfig(BaseModel):
     allow_nsfw_models: bool = Field(default=False, description="Keep models flagged nsfw.")
     allow_poi: bool = Field(default=True, description="Keep models of real persons (poi).")
     image_nsfw: list[ImageNsfw] = Field(default=["None"], description="Image ratings kept.")
-    prompt_guard: bool = Field(default=True, description="Drop images whose prompt is explicit.")
+    prompt_guard: bool = Field(
+        default=True,
+        description="Drop images whose prompt has explicit words, models whose name has them "
+        "and LoRAs whose tags or trigger words have them (Civitai's model flag misses some).",
+    )
     nsfw_terms: list[str] = Field(default=list(DEFAULT_NSFW_TERMS))
     formats: list[str] = Field(default=["SafeTensor"], description="Primary-file formats kept.")
     min_model_downloads: int = Field(default=1000, ge=0)
@@ -134,7 +138,7 @@ def select_versions(
         counts.versions.setdefault(stage, 0)
     for model in tqdm(models, desc="filter models", unit=" models", disable=not progress):
         for version in model.get("modelVersions") or []:
-            passed = _version_stages(model, version, config)
+            passed = _version_stages(model, version, config, guard)
             for stage in passed:
                 counts.add(counts.versions, stage)
             if len(passed) == len(VERSION_STAGES):
@@ -142,13 +146,15 @@ def select_versions(
                 assert file is not None  # availability checked it
                 images = _keep_images(version, config, guard, counts)
                 selected.append(SelectedVersion(model, version, file, images))
-        _count_models(model, config, counts)
+        _count_models(model, config, guard, counts)
     kept = _dedupe(selected, config, counts)
     counts.models["duplicates"] = len({s.model["id"] for s in kept})
     return kept
 
 
-def _version_stages(model: RawItem, version: RawItem, config: FilterConfig) -> list[str]:
+def _version_stages(
+    model: RawItem, version: RawItem, config: FilterConfig, guard: PromptGuard
+) -> list[str]:
     """The stages a version passes, in order, stopping at the first it fails."""
     passed = ["input"]
     if model.get("type") not in config.types:
@@ -161,6 +167,13 @@ def _version_stages(model: RawItem, version: RawItem, config: FilterConfig) -> l
         model.get("poi") and not config.allow_poi
     ):
         return passed
+    # A LoRA is one concept, so its tags and trigger words say what it is for; a checkpoint is
+    # general-purpose ("nsfw" among its tags or trigger words says what else it can do).
+    texts = [model.get("name")]
+    if model.get("type") == "LORA":
+        texts += [*(model.get("tags") or []), *(version.get("trainedWords") or [])]
+    if any(guard.is_explicit(str(text)) for text in texts if text):
+        return passed
     passed.append("nsfw_model")
     if not _available(version, config):
         return passed
@@ -171,10 +184,12 @@ def _version_stages(model: RawItem, version: RawItem, config: FilterConfig) -> l
     return passed
 
 
-def _count_models(model: RawItem, config: FilterConfig, counts: StageCounts) -> None:
+def _count_models(
+    model: RawItem, config: FilterConfig, guard: PromptGuard, counts: StageCounts
+) -> None:
     """Count a model at the deepest stage any of its versions reached."""
     depth = max(
-        (len(_version_stages(model, v, config)) for v in model.get("modelVersions") or []),
+        (len(_version_stages(model, v, config, guard)) for v in model.get("modelVersions") or []),
         default=1,
     )
     for stage in VERSION_STAGES[:depth]:

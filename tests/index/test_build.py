@@ -7,7 +7,8 @@ import pytest
 from diffagent.index.build import BuildConfig, build_catalog
 from diffagent.index.catalog import Catalog
 from diffagent.index.describe import CardFacts, prompt_phrases
-from diffagent.index.starter_catalog import make_starter
+from diffagent.index.filters import DEFAULT_NSFW_TERMS, PromptGuard
+from diffagent.index.starter_catalog import SUGGESTIVE_TERMS, make_starter, select_starter
 from diffagent.tools.api import T2IApi
 from diffagent.ui.cli import main
 
@@ -132,6 +133,16 @@ def test_starter_includes_the_bases_of_its_loras(built: Path, tmp_path: Path) ->
     assert "7 cards" in summary
 
 
+def test_starter_leaves_out_and_cleans_suggestive_cards() -> None:
+    result = build_catalog([FIXTURE], BuildConfig(progress=False))
+    cards = {card.version_id: card for card in result.cards}
+    cards[1011] = cards[1011].model_copy(update={"trigger_words": ["bikini girl"]})
+    cards[1003] = cards[1003].model_copy(update={"tags": ["photorealistic", "sexy"]})
+    chosen = {card.version_id: card for card in select_starter(list(cards.values()), 10, 5)}
+    assert 1011 not in chosen and 1003 in chosen
+    assert chosen[1003].tags == ["photorealistic"] and "sexy" not in chosen[1003].description
+
+
 def test_shipped_starter_catalog_loads() -> None:
     from diffagent.index.catalog import starter_catalog_dir
 
@@ -139,6 +150,9 @@ def test_shipped_starter_catalog_loads() -> None:
     assert 0 < len(starter) <= 500
     types = {card.type for card in starter}
     assert types == {"Checkpoint", "LORA"}
+    guard = PromptGuard(SUGGESTIVE_TERMS + DEFAULT_NSFW_TERMS)
     for card in starter:
         if card.type == "LORA":
             assert card.recommended.base_checkpoint_version_id in starter.cards
+        texts = [card.name, card.description, *card.tags, *card.trigger_words, *card.keywords]
+        assert not any(guard.is_explicit(text) for text in texts), card.display_name

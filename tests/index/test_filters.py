@@ -78,3 +78,32 @@ def test_bad_choices_are_one_line_errors_listing_allowed() -> None:
 def test_prompt_guard(prompt: str, explicit: bool) -> None:
     assert PromptGuard(FilterConfig().nsfw_terms).is_explicit(prompt) is explicit
     assert PromptGuard([]).is_explicit(prompt) is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "Doggy Style Sex | Sex Lora"), ("tags", ["style", "nsfw"])],
+)
+def test_explicit_model_names_and_tags_are_dropped(field: str, value: object) -> None:
+    models = {m["id"]: m for m in iter_models([FIXTURE])}
+    models[109][field] = value
+    kept = select_versions(models.values(), FilterConfig(), StageCounts(), progress=False)
+    assert 1010 not in {s.version_id for s in kept}
+    models[109]["modelVersions"][0]["trainedWords"] = ["naked apron"]
+    models[109][field] = "Pixel Art" if field == "name" else []
+    kept = select_versions(models.values(), FilterConfig(), StageCounts(), progress=False)
+    assert 1010 not in {s.version_id for s in kept}
+    kept = select_versions(
+        models.values(), FilterConfig(prompt_guard=False), StageCounts(), progress=False
+    )
+    assert 1010 in {s.version_id for s in kept}
+
+
+def test_checkpoint_tags_do_not_drop_it() -> None:
+    models = {m["id"]: m for m in iter_models([FIXTURE])}
+    models[102]["tags"] = ["photorealistic", "nsfw"]  # a general-purpose checkpoint
+    kept = select_versions(models.values(), FilterConfig(), StageCounts(), progress=False)
+    assert 1003 in {s.version_id for s in kept}
+    models[102]["name"] = "PhotoReal NSFW"
+    kept = select_versions(models.values(), FilterConfig(), StageCounts(), progress=False)
+    assert 1003 not in {s.version_id for s in kept}
