@@ -1,6 +1,7 @@
 """Chainlit chat UI over the DiffAgent facade; one agent session per chat.
 
-Run it (the catalog defaults to the starter one; DIFFAGENT_CATALOG points at another):
+Run it (the catalog defaults to the starter one; DIFFAGENT_CATALOG points at another and
+DIFFAGENT_MODE picks rank, generate or retrieval):
 
     chainlit run ui/chainlit_app.py --host 127.0.0.1 --port 8001
     DIFFAGENT_CATALOG=/tmp/catalog-full chainlit run "$(python -c \
@@ -13,12 +14,15 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import chainlit as cl
 from pydantic import BaseModel
 
-from diffagent.ui.server import AgentLike, UnknownSessionError
+from diffagent.agent.service import UnknownSessionError
+
+if TYPE_CHECKING:
+    from diffagent.ui.server import AgentLike
 
 CIVITAI_VERSION_URL = "https://civitai.com/models/{model_id}?modelVersionId={version_id}"
 EXPORT_LANGUAGES = {"json": "json", "diffusers": "python", "a1111": "json", "comfyui": "json"}
@@ -36,14 +40,18 @@ def set_agent(agent: AgentLike | None) -> None:
 
 
 def get_agent() -> AgentLike:
-    """The shared agent, built on first use from DIFFAGENT_CATALOG (default: starter catalog)."""
+    """The shared agent, built on first use from DIFFAGENT_CATALOG and DIFFAGENT_MODE."""
     global _agent
     with _agent_lock:
         if _agent is None:
             from diffagent.agent.service import AgentConfig, DiffAgent
 
             catalog = os.environ.get("DIFFAGENT_CATALOG")
-            _agent = DiffAgent.create(AgentConfig(catalog_dir=Path(catalog) if catalog else None))
+            config = AgentConfig(
+                catalog_dir=Path(catalog) if catalog else None,
+                mode=os.environ.get("DIFFAGENT_MODE", "rank"),  # type: ignore[arg-type]
+            )
+            _agent = DiffAgent.create(config)
         return _agent
 
 

@@ -10,12 +10,15 @@ model.bind_tools([tool])   # or langchain.agents.create_agent(model, tools=[tool
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field
 
-from diffagent.ui.server import AgentLike, UnknownSessionError
+from diffagent.agent.service import UnknownSessionError
+
+if TYPE_CHECKING:
+    from diffagent.ui.server import AgentLike
 
 TOOL_NAME = "diffagent_recommend"
 TOOL_DESCRIPTION = (
