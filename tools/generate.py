@@ -173,7 +173,8 @@ class Generator:
             pipe = pipeline_class.from_single_file(
                 str(path), config=str(config_dir), torch_dtype=dtype, local_files_only=True
             )
-        pipe.to(device)
+        if device != "cpu":
+            pipe.to(device)
         pipe.set_progress_bar_config(disable=not self.config.show_progress)
         return _Loaded(pipe, dict(pipe.scheduler.config))
 

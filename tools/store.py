@@ -28,6 +28,12 @@ _HASH_CHUNK = 8 * 1024 * 1024
 _PROGRESS_ABOVE = 256 * 1024 * 1024  # show a progress bar when hashing files above this size
 
 
+def default_model_store() -> Path:
+    """The model store folder: `$DIFFAGENT_MODEL_STORE`, else `<user data dir>/models`."""
+    override = os.environ.get("DIFFAGENT_MODEL_STORE")
+    return Path(override).expanduser() if override else user_data_dir() / "models"
+
+
 def sha256_file(path: Path) -> str:
     """Lower-case hex SHA256 of a file, read in chunks (a progress bar for big files)."""
     digest = hashlib.sha256()

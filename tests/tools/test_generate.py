@@ -1,0 +1,148 @@
+"""End-to-end generation, offline: tiny single-file SD 1.5 / SDXL checkpoints + kohya LoRAs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file
+
+from diffagent.index.cards import ModelCard, read_cards
+from diffagent.tools.api import T2IApi
+from diffagent.tools.generate import GenerationConfig, Generator
+from diffagent.tools.ldm_layout import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+from diffagent.tools.tiny import make_tiny_weights
+
+# Last 3x3 pixels of the blue channel of seed 1's image (diffusers-test style), recorded once.
+EXPECTED_SLICE = {
+    "sd15": [0.5176, 0.5020, 0.4471, 0.4627, 0.4941, 0.4667, 0.4431, 0.4549, 0.4549],
+    "sdxl": [0.5137, 0.5176, 0.5176, 0.6275, 0.5412, 0.4745, 0.6745, 0.6627, 0.5294],
+}
+SEEDS = [1, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))
+
+
+@pytest.fixture(scope="module")
+def cards(tiny: dict[str, Path]) -> dict[int, ModelCard]:
+    return {card.version_id: card for card in read_cards(tiny["cards"])}
+
+
+@pytest.fixture(scope="module")
+def generator(tiny: dict[str, Path]) -> Generator:
+    config = GenerationConfig(model_store=tiny["cards"].parent, device="cpu", max_pipelines=2)
+    return Generator(config)
+
+
+def _api(tiny: dict[str, Path], kind: str, **update: object) -> T2IApi:
+    api = T2IApi.model_validate_json(tiny[f"{kind}_api"].read_text())
+    return api.model_copy(update=update)
+
+
+def _run(gen: Generator, cards: dict[int, ModelCard], api: T2IApi, seeds=SEEDS) -> np.ndarray:
+    loras = [cards[lora.version_id] for lora in api.loras]
+    images = gen.generate(api, seeds, cards[api.version_id], loras)  # type: ignore[index]
+    assert [image.size for image in images] == [(api.width, api.height)] * len(seeds)
+    return np.stack([np.asarray(image, dtype=np.float32) / 255 for image in images])
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_end_to_end_deterministic_with_lora(tiny, cards, generator, kind: str) -> None:
+    api = _api(tiny, kind)
+    assert api.loras and api.width == 64 and api.sampling_steps == 2
+    first = _run(generator, cards, api)
+    assert first.shape == (2, 64, 64, 3)
+    assert np.abs(first[0] - first[1]).max() > 0.05  # seeds differ
+    # a fresh generator (fresh load) reproduces the images
+    fresh = Generator(GenerationConfig(model_store=tiny["cards"].parent, device="cpu"))
+    again = _run(fresh, cards, api)
+    assert np.abs(first - again).max() < 1e-3
+    image_slice = first[0, -3:, -3:, -1].flatten()
+    assert np.abs(image_slice - np.array(EXPECTED_SLICE[kind])).max() < 2e-2
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_lora_and_params_switch_without_reloading(tiny, cards, generator, kind: str) -> None:
+    api = _api(tiny, kind)
+    with_lora = _run(generator, cards, api)
+    loads = generator.loads
+    no_lora = _run(generator, cards, api.model_copy(update={"loras": []}))
+    assert np.abs(with_lora - no_lora).max() > 0.05  # the LoRA changes the output
+    weaker = api.model_copy(
+        update={
+            "loras": [api.loras[0].model_copy(update={"weight": 0.2})],
+            "sampling_method": "DPM++ 2M Karras",
+        }
+    )
+    assert np.abs(_run(generator, cards, weaker) - with_lora).max() > 0.01
+    assert np.abs(_run(generator, cards, api) - with_lora).max() < 1e-3  # back to the same
+    assert generator.loads == loads  # nothing reloaded
+
+
+def test_clip_skip_and_negative_prompt_matter(tiny, cards, generator) -> None:
+    api = _api(tiny, "sd15", loras=[])
+    base = _run(generator, cards, api, seeds=[3])
+    assert (
+        np.abs(_run(generator, cards, api.model_copy(update={"clip_skip": 1}), [3]) - base).max()
+        > 0.01
+    )
+    negative = api.model_copy(update={"negative_prompt": "a red car"})
+    assert np.abs(_run(generator, cards, negative, [3]) - base).max() > 0.01
+
+
+def test_sde_sampler_is_deterministic(tiny, cards, generator) -> None:
+    api = _api(tiny, "sd15", sampling_method="DPM++ SDE Karras")
+    assert np.abs(_run(generator, cards, api) - _run(generator, cards, api)).max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sdxl"])
+def test_single_file_layout_round_trips(tiny, kind: str) -> None:
+    """Diffusers' loader reads our ldm layout back to the same tensors, key for key."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    pipeline_class = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    config = str(tiny[f"{kind}_config"])
+    pipe = pipeline_class.from_single_file(str(tiny[kind]), config=config, local_files_only=True)
+    state = {
+        **unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config)),
+        **vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)),
+    }
+    if kind == "sd15":
+        state.update(clip_to_ldm(pipe.text_encoder.state_dict(), "cond_stage_model.transformer."))
+    else:
+        state.update(
+            clip_to_ldm(pipe.text_encoder.state_dict(), "conditioner.embedders.0.transformer.")
+        )
+        state.update(
+            open_clip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model.")
+        )
+    on_disk = load_file(str(tiny[kind]))
+    assert set(state) == set(on_disk)
+    assert all(torch.equal(state[key], on_disk[key]) for key in on_disk)
+
+
+def test_refusals_before_loading(tiny, cards, tmp_path: Path) -> None:
+    gen = Generator(GenerationConfig(model_store=tmp_path, device="cpu"))
+    api = _api(tiny, "sd15")
+    with pytest.raises(FileNotFoundError, match="download it from file://"):
+        _run(gen, cards, api)
+    with pytest.raises(ValidationError, match="width 500 is not a multiple of 8"):
+        api.model_copy(update={"width": 500}).model_validate(api.model_dump() | {"width": 500})
+    with pytest.raises(ValueError, match="width 500"):
+        gen.generate(api.model_copy(update={"width": 500}), [1], cards[api.version_id], [])
+    with pytest.raises(ValueError, match="unknown sampler"):
+        gen.generate(
+            api.model_copy(update={"sampling_method": "Restart"}), [1], cards[api.version_id], []
+        )
+    with pytest.raises(ValueError, match="no card given for LoRA"):
+        gen.generate(api, [1], cards[api.version_id], [])
+    sdxl_card = cards[_api(tiny, "sdxl").version_id]
+    with pytest.raises(ValueError, match="SDXL 1.0, but the API asks for SD 1.5"):
+        gen.generate(api.model_copy(update={"loras": []}), [1], sdxl_card, [])
+    assert gen.loads == 0
