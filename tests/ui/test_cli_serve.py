@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -109,3 +110,34 @@ def test_serve_process_restart_continues_the_session(agent_factory: object, tmp_
         "a corgi, pixel art",
         "make it square",
     ]
+
+
+def test_serve_wires_agent_token_and_limits(
+    monkeypatch: pytest.MonkeyPatch, agent_factory: Any, tmp_path: Path
+) -> None:
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from diffagent.ui import cli_serve
+
+    served: dict[str, Any] = {}
+    built: list[Path | None] = []
+
+    def create_agent(args: Any, *, ephemeral: bool, db: Path | None = None) -> Any:
+        assert ephemeral is False  # conversations must outlive the process
+        built.append(db)
+        return agent_factory()
+
+    monkeypatch.setattr(cli_serve, "_create_agent", create_agent)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
+    monkeypatch.setenv(cli_serve.TOKEN_ENV, "from-env")
+    db = tmp_path / "chats.sqlite"
+    argv = ["serve", "--port", "8123", "--db", str(db), "--max-message-chars", "10"]
+    assert main(argv) == 0
+    assert (served["host"], served["port"], built) == ("127.0.0.1", 8123, [db])
+    client = TestClient(served["app"])
+    assert client.post("/v1/chat", json={"message": "hi"}).status_code == 401
+    auth = {"Authorization": "Bearer from-env"}
+    assert client.post("/v1/chat", json={"message": "hi"}, headers=auth).status_code == 200
+    long = client.post("/v1/chat", json={"message": "x" * 11}, headers=auth)
+    assert long.status_code == 422 and "at most 10" in long.json()["error"]["message"]

@@ -75,6 +75,13 @@ def test_openai_client_errors(url: str) -> None:
         client.chat.completions.create(
             model="diffagent", messages=[{"role": "user", "content": "hi"}], user="nope"
         )
+    with pytest.raises(openai.NotFoundError, match="unknown session_id"):  # before any chunk
+        client.chat.completions.create(
+            model="diffagent",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Session-Id": "nope"},
+            stream=True,
+        )
     with pytest.raises(openai.UnprocessableEntityError, match="no message with role 'user'"):
         client.chat.completions.create(
             model="diffagent", messages=[{"role": "system", "content": "hi"}]
