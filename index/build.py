@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
-from diffagent.index.civitai import file_format, file_hashes, iter_models
+from diffagent.index.civitai import attach_images, file_format, file_hashes, iter_models
 from diffagent.index.describe import (
     CardFacts,
     DescriptionRewriter,
@@ -77,20 +77,27 @@ def air_urn(base_model: str, model_type: str, model_id: int, version_id: int) ->
 
 
 def build_catalog(
-    inputs: Sequence[Path], config: BuildConfig, rewriter: DescriptionRewriter | None = None
+    inputs: Sequence[Path],
+    config: BuildConfig,
+    rewriter: DescriptionRewriter | None = None,
+    images: Sequence[Path] = (),
 ) -> BuildResult:
-    """Run the whole build in memory; see `write_catalog` to save it."""
+    """Run the whole build in memory; see `write_catalog` to save it.
+
+    `images` are optional JSON Lines of crawled `/api/v1/images` items added to their versions.
+    """
     started = time.perf_counter()
     rewriter = rewriter or TemplateRewriter()
     counts = StageCounts()
-    selected = select_versions(
-        iter_models(inputs), config.filters, counts, progress=config.progress
-    )
+    mapping_counts: dict[str, int] = {}
+    models = iter_models(inputs)
+    if images:
+        models = attach_images(models, images, mapping_counts)
+    selected = select_versions(models, config.filters, counts, progress=config.progress)
     checkpoints = [s for s in selected if s.model.get("type") == "Checkpoint"]
     defaults = _default_checkpoints(checkpoints, config.mapping)
     hashes = CheckpointHashes(checkpoints)
 
-    mapping_counts: dict[str, int] = {}
     raw: list[RawPair] = []
     for item in tqdm(selected, desc="map images", unit=" versions", disable=not config.progress):
         raw.extend(map_version(item, hashes, config.mapping, defaults, mapping_counts))
@@ -113,6 +120,7 @@ def build_catalog(
     }
     stats = {
         "inputs": [str(path) for path in inputs],
+        "image_inputs": [str(path) for path in images],
         "config": config.model_dump(mode="json", exclude={"progress"}),
         "models": counts.models,
         "versions": counts.versions,

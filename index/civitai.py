@@ -74,3 +74,58 @@ def file_hashes(file: RawItem) -> dict[str, str]:
     """The file's hashes with upper-case keys and values (AUTOV1, AUTOV2, SHA256, ...)."""
     hashes = file.get("hashes") or {}
     return {str(k).upper(): str(v).upper() for k, v in hashes.items() if v}
+
+
+# Civitai browsing levels (bitmask) of /api/v1/images, mapped to the crawl's image ratings.
+_BROWSING_LEVELS = ((1, "None"), (2, "Soft"), (4, "Mature"))
+_RATINGS = ("None", "Soft", "Mature", "X")
+
+
+def image_rating(image: RawItem) -> str:
+    """An image's rating as None/Soft/Mature/X, from `nsfw` or the images endpoint's fields.
+
+    `/api/v1/images` items carry `nsfw` as a boolean and the rating in `nsfwLevel` (a name or a
+    browsing-level number); a bare `nsfw: true` without a level counts as X.
+    """
+    for key in ("nsfwLevel", "nsfw"):
+        value = image.get(key)
+        if isinstance(value, str) and value in _RATINGS:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and key == "nsfwLevel":
+            return next((name for level, name in _BROWSING_LEVELS if value == level), "X")
+    return "X" if image.get("nsfw") is True else "None"
+
+
+def attach_images(
+    models: Iterable[RawItem], image_paths: Iterable[Path], counts: dict[str, int] | None = None
+) -> Iterator[RawItem]:
+    """Add crawled `/api/v1/images` items to their versions' sample images.
+
+    An image belongs to the version in its `modelVersionId` (the crawler writes it when the
+    crawl was asked for one version); images without it are counted and ignored, because
+    `modelVersionIds` lists every resource an image used. Image ids a version already has
+    are skipped.
+    """
+    counts = counts if counts is not None else {}
+    by_version: dict[int, list[RawItem]] = {}
+    for path in image_paths:
+        for image in iter_items(Path(path)):
+            version_id = image.get("modelVersionId")
+            if not isinstance(version_id, int):
+                counts["images_without_version"] = counts.get("images_without_version", 0) + 1
+                continue
+            by_version.setdefault(version_id, []).append(image)
+    for model in models:
+        for version in model.get("modelVersions") or []:
+            extra = by_version.get(int(version.get("id", -1)), [])
+            if not extra:
+                continue
+            images = list(version.get("images") or [])
+            known = {image.get("id") for image in images}
+            for image in extra:
+                if image.get("id") not in known:
+                    known.add(image.get("id"))
+                    images.append({**image, "nsfw": image_rating(image)})
+                    counts["images_attached"] = counts.get("images_attached", 0) + 1
+            version["images"] = images
+        yield model

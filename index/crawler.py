@@ -193,7 +193,10 @@ def crawl(
             url = state.next_url or first_url(config)
             while config.max_pages is None or pages_this_run < config.max_pages:
                 page = fetch_page(http, url, config, sleep)
+                version_id = config.params.get("modelVersionId")
                 for item in page["items"]:
+                    if config.endpoint == "images" and version_id and version_id.isdigit():
+                        item.setdefault("modelVersionId", int(version_id))
                     handle.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())

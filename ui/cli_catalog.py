@@ -26,6 +26,14 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="raw /api/v1/models items as JSON Lines (plain or .gz)",
     )
+    build.add_argument(
+        "--images",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="crawled /api/v1/images items (JSON Lines) to add to their versions",
+    )
     build.add_argument("--out", type=Path, required=True, metavar="DIR")
     build.add_argument("--types", nargs="+", default=["Checkpoint", "LORA"], choices=MODEL_TYPES)
     build.add_argument("--base-models", nargs="+", default=list(BASE_MODELS), choices=BASE_MODELS)
@@ -117,7 +125,7 @@ def _build(args: argparse.Namespace) -> int:
         splits=SplitConfig(seed=args.seed),
         progress=not args.quiet,
     )
-    result = build_catalog(args.civitai, config)
+    result = build_catalog(args.civitai, config, images=args.images)
     write_catalog(result, args.out)
     print(format_stats(result.stats))
     print(f"wrote {args.out}/cards.jsonl, {args.out}/pairs/{{train,val,test}}.jsonl, stats.json")

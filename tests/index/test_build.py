@@ -156,3 +156,21 @@ def test_shipped_starter_catalog_loads() -> None:
             assert card.recommended.base_checkpoint_version_id in starter.cards
         texts = [card.name, card.description, *card.tags, *card.trigger_words, *card.keywords]
         assert not any(guard.is_explicit(text) for text in texts), card.display_name
+
+
+def test_build_with_crawled_images(tmp_path: Path) -> None:
+    image = {
+        "id": 60001,
+        "nsfw": False,
+        "nsfwLevel": "None",
+        "modelVersionId": 1003,
+        "meta": {"prompt": "raw photo of a lighthouse at dusk", "Size": "512x512", "steps": 30},
+    }
+    path = tmp_path / "images.jsonl"
+    path.write_text(json.dumps(image) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["catalog", "build", "--civitai", str(FIXTURE), "--images", str(path)]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    pairs = [row for rows in _pairs(out).values() for row in rows]
+    assert any(row["image_id"] == 60001 and row["api"]["version_id"] == 1003 for row in pairs)
+    assert json.loads((out / "stats.json").read_text())["mapping"]["images_attached"] == 1

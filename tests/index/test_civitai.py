@@ -49,3 +49,37 @@ def test_primary_file_and_hashes() -> None:
     assert file_hashes(file)["AUTOV2"] == file_hashes(file)["SHA256"][:10]
     assert primary_file({"files": [{"name": "a"}, {"name": "b"}]}) == {"name": "a"}
     assert primary_file({"files": []}) is None
+
+
+def test_image_ratings_from_either_endpoint() -> None:
+    from diffagent.index.civitai import image_rating
+
+    assert image_rating({"nsfw": "Soft"}) == "Soft"  # /models sample images
+    assert image_rating({"nsfw": False, "nsfwLevel": "None"}) == "None"  # /images items
+    assert image_rating({"nsfw": True, "nsfwLevel": 4}) == "Mature"
+    assert image_rating({"nsfw": True, "nsfwLevel": 16}) == "X"
+    assert image_rating({"nsfw": True}) == "X"
+    assert image_rating({"nsfw": False}) == "None"
+
+
+def test_crawled_images_join_their_version(tmp_path: Path) -> None:
+    import json
+
+    from diffagent.index.civitai import attach_images
+
+    meta = {"prompt": "raw photo of a lighthouse", "Size": "512x512", "Model hash": "X"}
+    images = [
+        {"id": 60001, "nsfw": False, "nsfwLevel": "None", "meta": meta, "modelVersionId": 1003},
+        {"id": 60002, "nsfw": True, "nsfwLevel": "X", "meta": meta, "modelVersionId": 1003},
+        {"id": 50007, "nsfw": False, "nsfwLevel": "None", "meta": meta, "modelVersionId": 1003},
+        {"id": 60003, "nsfw": False, "meta": meta, "modelVersionIds": [1003, 1010]},
+    ]
+    path = tmp_path / "images.jsonl"
+    path.write_text("".join(json.dumps(image) + "\n" for image in images), encoding="utf-8")
+    counts: dict[str, int] = {}
+    models = {m["id"]: m for m in attach_images(iter_models([FIXTURE]), [path], counts)}
+    version = models[102]["modelVersions"][0]
+    ids = [image["id"] for image in version["images"]]
+    assert ids == [50007, 50008, 60001, 60002]
+    assert version["images"][-1]["nsfw"] == "X"
+    assert counts == {"images_attached": 2, "images_without_version": 1}

@@ -43,7 +43,7 @@ def _handler(recorded: Recorded) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802
             query = parse_qs(urlparse(self.path).query)
-            if not urlparse(self.path).path.endswith("/models"):
+            if urlparse(self.path).path not in ("/api/v1/models", "/api/v1/images"):
                 self._send(404, b'{"error": "not found"}')
                 return
             recorded.auth.append(self.headers.get("Authorization"))
@@ -163,7 +163,9 @@ def test_gives_up_after_max_retries(server: Recorded, tmp_path: Path) -> None:
 
 def test_client_errors_and_mismatched_state_are_refused(server: Recorded, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="HTTP 404"):
-        crawl(_config(server, endpoint="images"), tmp_path / "i.jsonl", tmp_path / "i.json")
+        crawl(
+            _config(server, base_url=server.base + "/v0"), tmp_path / "i.jsonl", tmp_path / "i.json"
+        )
     out, checkpoint = tmp_path / "models.jsonl", tmp_path / "state.json"
     crawl(_config(server, max_pages=1), out, checkpoint)
     with pytest.raises(ValueError, match="another crawl"):
@@ -176,3 +178,10 @@ def test_retry_after_header_forms() -> None:
     assert retry_after_seconds("3") == 3.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_images_of_one_version_carry_its_id(server: Recorded, tmp_path: Path) -> None:
+    config = _config(server, endpoint="images", params={"modelVersionId": "1003"}, max_pages=1)
+    crawl(config, tmp_path / "images.jsonl", tmp_path / "images.json")
+    items = list(iter_items(tmp_path / "images.jsonl"))
+    assert len(items) == PER_PAGE and {item["modelVersionId"] for item in items} == {1003}
