@@ -129,7 +129,11 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
         422: "invalid_request_error",
     }
     return {
-        "error": {"message": message, "type": kinds.get(status, "server_error"), "code": status}
+        "error": {
+            "message": message,
+            "type": kinds.get(status, "invalid_request_error" if status < 500 else "server_error"),
+            "code": status,
+        }
     }
 
 
