@@ -200,14 +200,3 @@ def served(agent_factory: Callable[[], Any]) -> Iterator[str]:
 
     with serve(create_app(agent_factory())) as url:
         yield url
-
-
-@pytest.fixture(autouse=True)
-def _exports_until_gen_lands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Temporary: tools/exports.py (GEN) is not in the tree yet; export the API as JSON only."""
-    import importlib.util
-
-    if importlib.util.find_spec("diffagent.tools.exports") is None:
-        from diffagent.agent import service
-
-        monkeypatch.setattr(service, "exports_for", lambda api: {"json": api.model_dump_json()})

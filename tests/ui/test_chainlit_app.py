@@ -47,7 +47,7 @@ def test_each_chat_has_its_own_session_and_shows_the_turn(
     ]
     answer = first[-1]
     names = {element.name for element in answer.elements}
-    assert {"parameters", "model card", "json"} <= names  # "json" is one of the exports
+    assert {"parameters", "model card", "json", "diffusers", "a1111", "comfyui"} <= names
     assert "Details: " in answer.content
     assert answer.content.startswith(agent.history(first_id)[-1]["content"])
 
