@@ -25,6 +25,8 @@ DEFAULT_NSFW_TERMS: tuple[str, ...] = (
     "erotica", "fellatio", "blowjob", "handjob", "paizuri", "masturbation", "masturbating",
     "ahegao", "anus", "anal", "bdsm", "bondage", "shirtlift", "exposed breasts", "bare breasts",
     "breasts out", "no panties", "no bra", "spread legs", "spread pussy", "loli", "shota",
+    "lewd", "uncensored", "pubic", "pubic hair", "cameltoe", "pantyshot", "upskirt", "undress",
+    "undressing", "futa", "futanari",
 )  # fmt: skip
 
 
