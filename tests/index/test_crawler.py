@@ -185,3 +185,16 @@ def test_images_of_one_version_carry_its_id(server: Recorded, tmp_path: Path) ->
     crawl(config, tmp_path / "images.jsonl", tmp_path / "images.json")
     items = list(iter_items(tmp_path / "images.jsonl"))
     assert len(items) == PER_PAGE and {item["modelVersionId"] for item in items} == {1003}
+
+
+def test_crawl_command(server: Recorded, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from diffagent.ui.cli import main
+
+    out = tmp_path / "models.jsonl"
+    args = ["catalog", "crawl", "--base-url", server.base, "--out", str(out), "--limit", "3"]
+    assert main([*args, "--max-pages", "1"]) == 0
+    assert "(resumable)" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "(complete)" in capsys.readouterr().out
+    assert _ids(out) == ALL_IDS and (tmp_path / "models.jsonl.checkpoint.json").is_file()
+    assert main([*args, "--param", "broken"]) == 2
