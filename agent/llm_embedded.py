@@ -246,8 +246,8 @@ class EmbeddedBackend:
         from transformers import DynamicCache
 
         input_ids = torch.tensor([prefix])
-        out = self._model(input_ids=input_ids, past_key_values=DynamicCache(), use_cache=True)
-        state = (key, out.past_key_values, out.logits[0, -1])
+        out = self._model(input_ids=input_ids, cache=DynamicCache(), use_cache=True)
+        state = (key, out.cache, out.logits[0, -1])
         self._prefix = state
         return state[1], state[2]
 
@@ -276,7 +276,7 @@ class EmbeddedBackend:
             positions = torch.arange(prefix_len, prefix_len + width - 1).expand(batch, -1)
             out = self._model(
                 input_ids=ids[:, :-1],
-                past_key_values=batch_cache,
+                cache=batch_cache,
                 position_ids=positions,
                 use_cache=True,
             )
