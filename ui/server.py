@@ -98,6 +98,8 @@ class ChatResponse(BaseModel):
     )
     scores: dict[str, Any] | None = None
     exports: dict[str, str] = Field(default_factory=dict)
+    intent: str | None = Field(default=None, description="image, question, nsfw or empty.")
+    changes: list[str] = Field(default_factory=list, description="What this message changed.")
 
 
 class OpenAIMessage(BaseModel):

@@ -28,6 +28,7 @@ def test_healthz_and_chat_creates_then_continues_a_session(served: str) -> None:
         )
         assert second.status_code == 200, second.text
         assert second.json()["session_id"] == body["session_id"]
+        assert body["intent"] == "image" and second.json()["changes"]
         history = client.get(f"/v1/sessions/{body['session_id']}/history").json()["messages"]
         assert [m["content"] for m in history if m["role"] == "user"] == [
             "a corgi, pixel art",
