@@ -79,6 +79,7 @@ class _Loaded:
         self.scheduler_config = scheduler_config
         self.adapters: dict[str, str] = {}  # LoRA file path -> adapter name
         self.sampler: str | None = None
+        self.active: tuple[tuple[str, ...], tuple[float, ...]] | None = None  # adapters in use
 
 
 class Generator:
@@ -188,11 +189,15 @@ class Generator:
                 pipe.load_lora_weights(str(path), adapter_name=name)
                 loaded.adapters[key] = name
             names.append(loaded.adapters[key])
+        active = (tuple(names), tuple(weight for _, weight in loras))
+        if active == loaded.active:
+            return  # same adapters and weights as the last call: nothing to switch
         if names:
             pipe.enable_lora()
-            pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+            pipe.set_adapters(names, adapter_weights=list(active[1]))
         elif loaded.adapters:
             pipe.disable_lora()
+        loaded.active = active
 
     def _set_sampler(self, loaded: _Loaded, sampler: str) -> None:
         if loaded.sampler != sampler:
