@@ -10,6 +10,7 @@ validation/repair.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -141,6 +142,7 @@ class RankedOption(BaseModel):
     api: T2IApi
     card: ModelCard
     logprob: float = Field(description="Length-normalised log-likelihood of the answer text.")
+    score: float = Field(default=0.0, description="Sort key: logprob plus the retrieval prior.")
     text: str = Field(default="", description="The answer text that was scored.")
     retrieval_rank: int = Field(default=0, description="Position of the card in the input list.")
 
@@ -203,29 +205,42 @@ def plan_rank(
     candidates: list[ModelCard],
     *,
     variant_cards: int = 2,
+    retrieval_weight: float = 0.0,
 ) -> RankResult:
-    """Score every candidate card's answer (then size variants of the best) and sort them."""
+    """Score every candidate card's answer (then size variants of the best) and sort them.
+
+    Options are sorted by `score` = logprob - retrieval_weight * ln(1 + retrieval rank); the
+    default weight 0 ranks by the LLM alone (p_i), a positive one keeps the index's order as a
+    prior (useful before the planner is fine-tuned).
+    """
     _check_inputs(prompt, candidates)
+    if retrieval_weight < 0:
+        raise ValueError(f"retrieval_weight must be >= 0, got {retrieval_weight}")
     started = time.perf_counter()
     messages = prompts.rank_messages(prompt, negative_prompt)
     entries: list[tuple[int, tuple[int, int], str]] = []
     for rank, card in enumerate(candidates):
         size = recommended_size(card)
         entries.append((rank, size, prompts.render_rank_candidate(card, *size)))
-    scores = backend.score_continuations(messages, [text for _, _, text in entries])
-    scored = [(score, *entry) for score, entry in zip(scores, entries, strict=True)]
-    best = sorted(scored, key=lambda row: -row[0])[:variant_cards]
+    scored = list(
+        zip(backend.score_continuations(messages, [e[2] for e in entries]), entries, strict=True)
+    )
+
+    def fused(row: tuple[float, tuple[int, tuple[int, int], str]]) -> float:
+        return row[0] - retrieval_weight * math.log1p(row[1][0])
+
+    best = sorted(scored, key=lambda row: -fused(row))[:variant_cards]
     variants: list[tuple[int, tuple[int, int], str]] = []
-    for _, rank, size, _ in best:
+    for _, (rank, size, _) in best:
         card = candidates[rank]
         for other in SIZE_VARIANTS[card.base_model]:
             if other != size:
                 variants.append((rank, other, prompts.render_rank_candidate(card, *other)))
     if variants:
-        more = backend.score_continuations(messages, [text for _, _, text in variants])
-        scored += [(score, *entry) for score, entry in zip(more, variants, strict=True)]
-    scored.sort(key=lambda row: (-row[0], row[1]))
-    checkpoints = _best_checkpoints(scored, candidates)
+        more = backend.score_continuations(messages, [e[2] for e in variants])
+        scored += zip(more, variants, strict=True)
+    scored.sort(key=lambda row: (-fused(row), row[1][0]))
+    checkpoints = _best_checkpoints([entry[0] for _, entry in scored], candidates)
     options = [
         RankedOption(
             api=card_api(
@@ -236,11 +251,12 @@ def plan_rank(
                 checkpoint=checkpoints.get(candidates[rank].base_model),
             ),
             card=candidates[rank],
-            logprob=score,
+            logprob=logprob,
+            score=fused((logprob, (rank, size, text))),
             text=text,
             retrieval_rank=rank,
         )
-        for score, rank, size, text in scored
+        for logprob, (rank, size, text) in scored
     ]
     return RankResult(options=options, latency_ms=(time.perf_counter() - started) * 1000)
 
@@ -252,12 +268,10 @@ def _check_inputs(prompt: str, candidates: list[ModelCard]) -> None:
         raise ValueError("the planner needs at least one candidate card")
 
 
-def _best_checkpoints(
-    scored: list[tuple[float, int, tuple[int, int], str]], candidates: list[ModelCard]
-) -> dict[str, ModelCard]:
-    """Per base model, the best-scored checkpoint candidate (the base a LoRA option runs on)."""
+def _best_checkpoints(order: list[int], candidates: list[ModelCard]) -> dict[str, ModelCard]:
+    """Per base model, the best-ranked checkpoint candidate (the base a LoRA option runs on)."""
     best: dict[str, ModelCard] = {}
-    for _, rank, _, _ in scored:
+    for rank in order:
         card = candidates[rank]
         if card.type == "Checkpoint":
             best.setdefault(card.base_model, card)

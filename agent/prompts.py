@@ -32,6 +32,10 @@ GENERATE_FIELDS: tuple[str, ...] = (
 _REQUIRED_FIELDS = GENERATE_FIELDS[:-1]
 
 MAX_PROMPT_CHARS = 2000
+MAX_NEGATIVE_CHARS = 500
+# Rank mode's prefix is on the latency path of every prompt (2.5 ms per token here): keep it short.
+RANK_PROMPT_CHARS = 1000
+RANK_NEGATIVE_CHARS = 160
 MAX_DESCRIPTION_CHARS = 160
 MAX_WORDS = 3
 
@@ -137,13 +141,20 @@ def render_card_data(card: ModelCard) -> str:
         "recommended": f"{rec.width}x{rec.height}, {rec.sampling_method}, "
         f"{rec.sampling_steps} steps, cfg {rec.cfg_scale:g}",
     }
-    return json.dumps(data, ensure_ascii=False)
+    # `<` escaped as \u003c (still valid JSON): data cannot close the block or open a turn.
+    return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
 
 
-def user_message(prompt: str, negative_prompt: str) -> str:
+def user_message(
+    prompt: str,
+    negative_prompt: str,
+    *,
+    prompt_chars: int = MAX_PROMPT_CHARS,
+    negative_chars: int = MAX_NEGATIVE_CHARS,
+) -> str:
     """The user turn: the image prompt (defused, clipped) and its negative prompt."""
-    text = f"Image prompt: {clip_text(defuse(prompt), MAX_PROMPT_CHARS)}"
-    negative = clip_text(defuse(negative_prompt), MAX_PROMPT_CHARS // 4)
+    text = f"Image prompt: {clip_text(defuse(prompt), prompt_chars)}"
+    negative = clip_text(defuse(negative_prompt), negative_chars)
     if negative:
         text += f"\nNegative prompt: {negative}"
     return text
@@ -164,5 +175,13 @@ def rank_messages(prompt: str, negative_prompt: str) -> list[dict[str, str]]:
     """Chat messages for rank mode: the shared prefix every candidate answer is scored after."""
     return [
         {"role": "system", "content": RANK_SYSTEM},
-        {"role": "user", "content": user_message(prompt, negative_prompt)},
+        {
+            "role": "user",
+            "content": user_message(
+                prompt,
+                negative_prompt,
+                prompt_chars=RANK_PROMPT_CHARS,
+                negative_chars=RANK_NEGATIVE_CHARS,
+            ),
+        },
     ]

@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--modes", default="rank,generate")
     parser.add_argument("--variant-cards", type=int, default=2)
+    parser.add_argument("--retrieval-weight", type=float, default=0.0)
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -111,7 +112,14 @@ def main() -> None:
             began = time.perf_counter()
             if mode == "rank":
                 variants = args.variant_cards
-                result = plan_rank(backend, prompt, negative, cards, variant_cards=variants)
+                result = plan_rank(
+                    backend,
+                    prompt,
+                    negative,
+                    cards,
+                    variant_cards=variants,
+                    retrieval_weight=args.retrieval_weight,
+                )
                 hits += result.options[0].card.version_id == truth
             else:
                 plan_generate(backend, prompt, negative, cards, max_new_tokens=args.max_new_tokens)

@@ -224,7 +224,11 @@ def test_description_cannot_close_the_candidate_block() -> None:
 def test_huge_prompt_is_clipped_in_the_messages() -> None:
     backend = WordOverlapBackend()
     plan_rank(backend, "cat " * 25_000, "", CARDS[:1], variant_cards=0)
-    assert len(backend.calls[0][0][-1]["content"]) < prompts.MAX_PROMPT_CHARS + 100
+    assert len(backend.calls[0][0][-1]["content"]) < prompts.RANK_PROMPT_CHARS + 100
+    plan_generate(backend, "cat " * 25_000, "dog " * 25_000, CARDS[:1])
+    sent = backend.completions[0][-1]["content"]
+    assert len(sent) < prompts.MAX_PROMPT_CHARS + prompts.MAX_NEGATIVE_CHARS + 100
+    assert "Negative prompt: dog" in sent
 
 
 def test_generate_schema_lists_the_paper_fields() -> None:
@@ -248,3 +252,16 @@ def test_config_validates_backend_choice() -> None:
     backend = make_backend(PlannerConfig(backend="openai", base_url="http://127.0.0.1:9/v1"))
     assert backend.name == "openai"
     assert make_backend().name == "embedded"  # lazy: nothing loads here
+
+
+def test_retrieval_weight_keeps_the_index_order_as_a_prior() -> None:
+    prompt = "anime girl with pastel hair"
+    pure = plan_rank(WordOverlapBackend(), prompt, "", CARDS, variant_cards=0)
+    assert pure.options[0].card.version_id == 22
+    assert all(o.score == o.logprob for o in pure.options)
+    fused = plan_rank(WordOverlapBackend(), prompt, "", CARDS, variant_cards=0, retrieval_weight=5)
+    assert fused.options[0].card.version_id == 11  # first in the index's order
+    scores = [o.score for o in fused.options]
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(ValueError, match="retrieval_weight"):
+        plan_rank(WordOverlapBackend(), prompt, "", CARDS, retrieval_weight=-1)
