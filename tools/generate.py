@@ -160,10 +160,13 @@ class Generator:
         return loaded
 
     def _load(self, path: Path, base_model: str) -> _Loaded:
+        import torch
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         device = resolve_device(self.config.device)
         dtype = resolve_dtype(self.config.dtype, device)
+        if dtype == torch.float32:
+            dtype = None  # already float32: skip diffusers' cast (and its upcast warning)
         pipeline_class = (
             StableDiffusionXLPipeline if base_model == "SDXL 1.0" else StableDiffusionPipeline
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +159,41 @@ def test_refusals_before_loading(tiny, cards, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="SDXL 1.0, but the API asks for SD 1.5"):
         gen.generate(api.model_copy(update={"loras": []}), [1], sdxl_card, [])
     assert gen.loads == 0
+
+
+def test_cli_generate_and_export(tiny, tmp_path: Path, capsys) -> None:
+    from diffagent.ui.cli import main
+
+    store = str(tiny["cards"].parent)
+    out = tmp_path / "images"
+    api = str(tiny["sd15_api"])
+    args = ["generate", "--api", api, "--out", str(out), "--seeds", "2", "--model-store", store]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed-1.png", "seed-2.png"]
+    capsys.readouterr()
+    assert main(["export", "--api", api, "--to", "comfyui", "--cards", str(tiny["cards"])]) == 0
+    workflow = json.loads(capsys.readouterr().out)
+    assert workflow["1"]["inputs"]["ckpt_name"] == "tiny-sd15.safetensors"
+    empty = tmp_path / "empty-store"
+    empty.mkdir()
+    args = ["generate", "--api", api, "--out", str(out), "--model-store", str(empty)]
+    assert main([*args, "--cards", str(tiny["cards"])]) == 2  # missing weights: one-line error
+    assert "tiny-sd15.safetensors" in capsys.readouterr().err
+
+
+def test_cli_make_tiny_weights_adds_scorer_weights(tmp_path: Path, monkeypatch, capsys) -> None:
+    import diffagent.tools.tiny
+    from diffagent.ui.cli import main
+
+    monkeypatch.setattr(diffagent.tools.tiny, "make_tiny_weights", lambda d: {"sd15": d / "a"})
+    if importlib.util.find_spec("diffagent.tools.score_tiny") is not None:
+        import diffagent.tools.score_tiny
+
+        monkeypatch.setattr(
+            diffagent.tools.score_tiny, "make_tiny_scorer_weights", lambda d: {"clip": d / "c"}
+        )
+    assert main(["testing", "make-tiny-weights", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["sd15"] == str(tmp_path / "a")
+    if importlib.util.find_spec("diffagent.tools.score_tiny") is not None:
+        assert printed["clip"] == str(tmp_path / "c")
