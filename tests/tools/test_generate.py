@@ -197,3 +197,19 @@ def test_cli_make_tiny_weights_adds_scorer_weights(tmp_path: Path, monkeypatch, 
     assert printed["sd15"] == str(tmp_path / "a")
     if importlib.util.find_spec("diffagent.tools.score_tiny") is not None:
         assert printed["clip"] == str(tmp_path / "c")
+
+
+def test_diffusers_folder_gives_the_same_images(tiny, cards, generator, tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    config = str(tiny["sd15_config"])
+    pipe = StableDiffusionPipeline.from_single_file(str(tiny["sd15"]), config=config)
+    pipe.save_pretrained(tmp_path / "store" / "tiny-sd15-diffusers")
+    api = _api(tiny, "sd15", loras=[])
+    card = cards[api.version_id]  # type: ignore[index]
+    file = card.file.model_copy(update={"name": "tiny-sd15-diffusers.zip", "format": "Diffusers"})
+    folder_card = card.model_copy(update={"file": file})
+    folder_gen = Generator(GenerationConfig(model_store=tmp_path / "store", device="cpu"))
+    images = folder_gen.generate(api, [1], folder_card, [])
+    from_folder = np.asarray(images[0], dtype=np.float32) / 255
+    assert np.abs(from_folder - _run(generator, cards, api, seeds=[1])[0]).max() < 1e-3
