@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffagent.agent.planner import PlannerConfig
 from diffagent.paths import user_data_dir
+from diffagent.tools.generate import GenerationConfig
+from diffagent.tools.scoring import ScoringConfig
 
 
 class AgentConfig(BaseModel):
     """How a DiffAgent is built; every field has a working default (starter catalog, rank mode)."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     catalog_dir: Path | None = Field(
         default=None, description="Catalog directory (cards.jsonl); None = the starter catalog."
@@ -37,10 +39,12 @@ class AgentConfig(BaseModel):
         default=False, description="Keep conversations in memory only (one-shot commands)."
     )
     allow_nsfw: bool = Field(default=False, description="Serve NSFW requests instead of declining.")
-    generation: Any = Field(
-        default=None, description="A GenerationConfig to make images; None = no images."
+    generation: GenerationConfig | None = Field(
+        default=None, description="Where weights are and how to generate; None = no images."
     )
-    scoring: Any = Field(default=None, description="A ScoringConfig to score images; None = none.")
+    scoring: ScoringConfig | None = Field(
+        default=None, description="Scorer weights; None = images are not scored."
+    )
     seeds: int = Field(default=1, ge=1, le=16, description="Images per turn (k seeds).")
     seed: int = Field(default=0, ge=0, description="First seed; the k seeds count up from it.")
     output_dir: Path | None = Field(

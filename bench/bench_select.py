@@ -51,8 +51,10 @@ def main() -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, default=Path("/tmp/catalog-full"))
+    parser.add_argument("--index-dir", type=Path, help="an existing index of the catalog")
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--generate-limit", type=int, help="fewer pairs for generate (slow)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--modes", default="retrieval,rank,generate")
@@ -63,7 +65,7 @@ def main() -> int:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    index = CatalogIndex.open(args.catalog)
+    index = CatalogIndex.open(args.catalog, args.index_dir)
     print(f"index: {len(index.catalog)} cards, opened in {time.perf_counter() - start:.1f} s")
     pairs = read_pairs(args.catalog / "pairs" / f"{args.split}.jsonl", args.limit, args.seed)
     pairs = [p for p in pairs if index.catalog.get(int(p["api"]["version_id"])) is not None]
@@ -80,9 +82,10 @@ def main() -> int:
         agent = DiffAgent.create(config, backend=backend, index=index)
         if backend is not None and mode != "retrieval":
             agent.select("warm-up prompt")  # loads the planner once, outside the timings
-        model1 = model5 = version1 = halluc = invalid = failed = 0
+        model1 = model5 = version1 = halluc = invalid = failed = either = 0
         latencies = []
-        for pair in tqdm(pairs, desc=mode, unit="prompt", file=sys.stderr):
+        run = pairs[: args.generate_limit] if mode == "generate" else pairs
+        for pair in tqdm(run, desc=mode, unit="prompt", file=sys.stderr):
             truth = index.catalog.get(int(pair["api"]["version_id"]))
             assert truth is not None
             result = agent.select(
@@ -96,15 +99,18 @@ def main() -> int:
             version1 += bool(ranked) and ranked[0].version_id == truth.version_id
             halluc += result.hallucinated
             failed += result.plan_error is not None
+            either += result.hallucinated or result.plan_error is not None
             invalid += result.api is None or index.catalog.get(result.api.version_id or -1) is None
-        n = max(1, len(pairs))
+        n = max(1, len(run))
         figures[mode] = {
+            "n": float(len(run)),
             "model_top1": model1 / n,
             "model_top5": model5 / n,
             "version_top1": version1 / n,
             "hallucination_before_repair": halluc / n,
             "hallucination_after_repair": invalid / n,
             "planner_output_unusable": failed / n,
+            "hallucinated_or_unusable": either / n,
             "latency_p50_ms": percentile(latencies, 50) if latencies else 0.0,
             "latency_p95_ms": percentile(latencies, 95) if latencies else 0.0,
             "latency_mean_ms": statistics.fmean(latencies) if latencies else 0.0,

@@ -176,3 +176,65 @@ def test_with_the_real_hybrid_index(tmp_path, catalog) -> None:
     assert turn.api is not None and turn.api.base_model == "SDXL 1.0"
     repaired = validate_and_repair({"model": "AnimeMixx"}, index.catalog, index)
     assert repaired.hallucinated and repaired.api.model == "AnimeMix"
+
+
+class FakeGenerator:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.calls: list[tuple] = []
+
+    def generate(self, api, seeds, checkpoint_card, lora_cards):
+        from PIL import Image
+
+        self.calls.append((api, seeds, checkpoint_card, lora_cards))
+        if self.fail is not None:
+            raise self.fail
+        return [Image.new("RGB", (8, 8), (seed * 40, 0, 0)) for seed in seeds]
+
+
+class FakeReport:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def model_dump(self, mode: str = "json") -> dict:
+        return {"unified": 0.5, "per_image": [{"clip": 0.3}] * self.n}
+
+
+class FakeScorer:
+    def score(self, prompt, images, **kwargs):
+        return FakeReport(len(images))
+
+
+def agent_with_tools(tmp_path, index, generator, scorer) -> DiffAgent:
+    from diffagent.agent.context import AgentContext
+
+    context = AgentContext(
+        catalog=index.catalog,
+        index=index,
+        mode="retrieval",
+        generator=generator,
+        scorer=scorer,
+        seeds=[1, 2],
+        output_dir=tmp_path / "images",
+    )
+    return DiffAgent(AgentConfig(ephemeral=True), context)
+
+
+def test_generate_and_score_when_tools_are_configured(tmp_path, index) -> None:
+    generator = FakeGenerator()
+    agent = agent_with_tools(tmp_path, index, generator, FakeScorer())
+    turn = agent.reply(agent.new_session(), "ghibli style castle in the clouds")
+    assert turn.api is not None and len(turn.images) == 2
+    assert all(Path(path).is_file() for path in turn.images)
+    assert turn.scores is not None and turn.scores["unified"] == 0.5
+    _, seeds, checkpoint, loras = generator.calls[0]
+    assert seeds == [1, 2] and checkpoint.type == "Checkpoint"  # the LoRA's base checkpoint
+    assert [card.version_id for card in loras] == [turn.api.version_id]
+
+
+def test_missing_weights_become_a_note(tmp_path, index) -> None:
+    missing = FileNotFoundError("no file realvision.safetensors; download it from https://x")
+    agent = agent_with_tools(tmp_path, index, FakeGenerator(missing), FakeScorer())
+    turn = agent.reply(agent.new_session(), "photo portrait of an old man")
+    assert turn.api is not None and turn.images == [] and turn.scores is None
+    assert "download it from" in turn.reply
