@@ -72,6 +72,11 @@ def _unet_key(key: str, config: dict[str, Any]) -> str:
     raise ValueError(f"no ldm name for UNet key {key!r}")
 
 
+def unet_module_to_ldm(name: str, config: dict[str, Any]) -> str:
+    """The ldm (sgm) name of a diffusers UNet module, e.g. for kohya SDXL LoRA keys."""
+    return _unet_key(name + ".weight", config).removesuffix(".weight")
+
+
 def unet_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Rename a diffusers UNet2DConditionModel state dict to `model.diffusion_model.*` keys."""
     return {"model.diffusion_model." + _unet_key(k, config): v for k, v in state.items()}

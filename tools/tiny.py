@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-from diffagent.tools.ldm_layout import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+from diffagent.tools.ldm_layout import (
+    clip_to_ldm,
+    open_clip_to_ldm,
+    unet_module_to_ldm,
+    unet_to_ldm,
+    vae_to_ldm,
+)
 from diffagent.tools.pipeline_configs import PACKAGED_CONFIGS, complete_config_folder
 
 _UNET_LORA_TARGET = re.compile(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
@@ -122,7 +128,10 @@ def _build_checkpoint(kind: str, config_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _kohya_lora(kind: str, config_dir: Path, rank: int = 4) -> dict[str, torch.Tensor]:
-    """Random LoRA in kohya's key layout on the attention projections of UNet and text encoder."""
+    """Random LoRA in kohya's key layout on the attention projections of UNet and text encoder.
+
+    The tensors are drawn in a fixed order from the global generator (seeded by the caller).
+    """
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -131,6 +140,9 @@ def _kohya_lora(kind: str, config_dir: Path, rank: int = 4) -> dict[str, torch.T
     targets: list[tuple[str, torch.nn.Linear]] = []
     for name, module in unet.named_modules():
         if isinstance(module, torch.nn.Linear) and _UNET_LORA_TARGET.search(name):
+            # kohya names SD 1.5 UNet modules the diffusers way and SDXL ones the sgm/ldm way.
+            if kind == "sdxl":
+                name = unet_module_to_ldm(name, dict(unet.config))
             targets.append(("lora_unet_" + name.replace(".", "_"), module))
     te_prefix = "lora_te_" if kind == "sd15" else "lora_te1_"
     for name, module in text.named_modules():

@@ -85,6 +85,15 @@ def test_lora_and_params_switch_without_reloading(tiny, cards, generator, kind: 
     api = _api(tiny, kind)
     with_lora = _run(generator, cards, api)
     loads = generator.loads
+    # every UNet LoRA module of the kohya file (sgm names for SDXL) was applied
+    lora_file = load_file(str(tiny[f"{kind}_lora"]))
+    expected = sum(
+        k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in lora_file
+    )
+    unet = next(
+        p.pipe for key, p in generator._pipelines.items() if key[0].endswith(f"{kind}.safetensors")
+    ).unet
+    assert sum(bool(getattr(m, "lora_A", None)) for m in unet.modules()) == expected > 0
     no_lora = _run(generator, cards, api.model_copy(update={"loras": []}))
     assert np.abs(with_lora - no_lora).max() > 0.05  # the LoRA changes the output
     weaker = api.model_copy(
