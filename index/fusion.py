@@ -99,7 +99,7 @@ def evaluate(queries: Sequence[TuningQuery], weights: FusionWeights) -> tuple[fl
     ranks = _ranks(queries, weights.vector()[None, :])[0]
     hit = ranks >= 0
     recall = float(np.mean(hit & (ranks == 0))) if len(ranks) else 0.0
-    rr = np.where(hit & (ranks < 10), 1.0 / (ranks + 1), 0.0)
+    rr = np.where(hit & (ranks < 10), 1.0 / np.maximum(ranks + 1, 1), 0.0)
     return recall, float(rr.mean()) if len(ranks) else 0.0
 
 
@@ -123,7 +123,7 @@ def tune(
     ranks = _ranks(queries, grid)
     hit = ranks >= 0
     recall = (hit & (ranks == 0)).mean(axis=1)
-    mrr = np.where(hit & (ranks < 10), 1.0 / (ranks + 1), 0.0).mean(axis=1)
+    mrr = np.where(hit & (ranks < 10), 1.0 / np.maximum(ranks + 1, 1), 0.0).mean(axis=1)
     best = int(np.lexsort((mrr, recall))[-1])
     lexical, dense, popularity = (round(float(x), 4) for x in grid[best])
     return FusionWeights(

@@ -39,6 +39,9 @@ FUSION_FILE = "fusion.json"
 CHROMA_DIR = "chroma"
 LEXICAL_DIR = "lexical"
 VAL_PAIRS = Path("pairs") / "val.jsonl"
+TRAIN_PAIRS = Path("pairs") / "train.jsonl"
+# Train prompts added to a card's lexical document (bounds document length for popular cards).
+MAX_EVIDENCE = 20
 # Candidates each channel contributes before fusion (at least this many, else 5 x k).
 MIN_CANDIDATES = 50
 TUNING_QUERIES = 400
@@ -95,8 +98,11 @@ def dense_document(card: ModelCard) -> str:
     return " ".join(part for part in parts if part)
 
 
-def lexical_document(card: ModelCard) -> str:
-    """Text the BM25 channel indexes: names, trigger words, tags, keywords, description."""
+def lexical_document(card: ModelCard, evidence: Sequence[str] = ()) -> str:
+    """Text the BM25 channel indexes: names, trigger words, tags, keywords, description.
+
+    `evidence` adds the version's train-split sample prompts when the catalog has them.
+    """
     return " ".join(
         [
             card.name,
@@ -105,8 +111,19 @@ def lexical_document(card: ModelCard) -> str:
             " ".join(card.tags),
             " ".join(card.keywords),
             card.description,
+            *evidence[:MAX_EVIDENCE],
         ]
     )
+
+
+def train_prompts(catalog: Catalog) -> dict[int, list[str]]:
+    """Train-split prompts per version id (`pairs/train.jsonl`; empty when absent)."""
+    path = catalog.directory / TRAIN_PAIRS
+    prompts: dict[int, list[str]] = {}
+    if path.is_file():
+        for prompt, version_id in load_pairs(path, catalog):
+            prompts.setdefault(version_id, []).append(prompt)
+    return prompts
 
 
 def normalize_filter(value: str | None, allowed: Sequence[str], what: str) -> str | None:
@@ -241,7 +258,8 @@ class CatalogIndex:
         self.index_dir.mkdir(parents=True, exist_ok=True)
         cards = sorted(self.catalog, key=lambda card: card.version_id)
         dense_docs = [dense_document(card) for card in cards]
-        lexical_docs = [lexical_document(card) for card in cards]
+        evidence = train_prompts(self.catalog)
+        lexical_docs = [lexical_document(card, evidence.get(card.version_id, [])) for card in cards]
         hashes = [_doc_hash(card, doc) for card, doc in zip(cards, dense_docs, strict=True)]
         dense_digest = _digest(f"{c.version_id}:{h}" for c, h in zip(cards, hashes, strict=True))
         lexical_digest = _digest(
@@ -455,6 +473,22 @@ class CatalogIndex:
         base_model = normalize_filter(base_model, BASE_MODELS, "base model")
         model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
         vector = self.embedding_function.embed([text])[0]
+        return self.query_with_vector(text, vector, k, base_model=base_model, model_type=model_type)
+
+    def query_with_vector(
+        self,
+        text: str,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        base_model: str | None = None,
+        model_type: str | None = None,
+    ) -> list[SearchHit]:
+        """`query` with the prompt's embedding already computed (batch evaluation)."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        base_model = normalize_filter(base_model, BASE_MODELS, "base model")
+        model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
         ids, features, lex, cos = self._candidates(text, vector, k, base_model, model_type)
         if not len(ids):
             return []
@@ -475,9 +509,8 @@ class CatalogIndex:
             )
         return hits
 
-    def dense_only(self, text: str, k: int = 10) -> list[int]:
-        """Version ids by the dense channel alone (for benchmarks)."""
-        vector = self.embedding_function.embed([text])[0]
+    def dense_only(self, vector: np.ndarray, k: int = 10) -> list[int]:
+        """Version ids by the dense channel alone, for an embedded prompt (benchmarks)."""
         result = self.collection.query(
             query_embeddings=[vector], n_results=min(k, len(self.lexical)), include=[]
         )

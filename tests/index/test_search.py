@@ -405,3 +405,21 @@ def test_starter_catalog_index() -> None:
     card = next(iter(catalog))
     assert index.nearest_by_name(card.display_name, k=1)[0].card.version_id == card.version_id
     assert len(index.query("a portrait of a woman, masterpiece", k=5)) == 5
+
+
+def test_train_prompts_join_the_lexical_document_only(
+    tmp_path: Path, embedding: CountingEmbedding
+) -> None:
+    directory = write_catalog(tmp_path / "catalog", val=False)
+    index = CatalogIndex.open(directory, embedding_function=embedding)
+    assert all(hit.lexical_score == 0 for hit in index.query("unicornfish", k=3))
+    row = {"instruction": {"prompt": "wtrcolor unicornfish in a pond"}, "api": {"version_id": 108}}
+    (directory / "pairs").mkdir()
+    (directory / "pairs" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    before = embedding.texts
+    report = CatalogIndex(index.catalog, index.index_dir, embedding).build()
+    assert report.lexical_rebuilt and report.embedded == 0
+    assert embedding.texts == before
+    reopened = CatalogIndex.open(directory, embedding_function=embedding)
+    hit = reopened.query("unicornfish", k=1)[0]
+    assert hit.card.version_id == 108 and hit.lexical_score
