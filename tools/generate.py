@@ -97,6 +97,15 @@ class Generator:
         self._lock = threading.Lock()
         self.loads = 0  # checkpoint loads so far (the cache keeps this low)
 
+    def clear(self, keep: int = 0) -> None:
+        """Drop cached pipelines, oldest first, until `keep` remain; free GPU memory."""
+        import torch
+
+        while len(self._pipelines) > keep:
+            self._pipelines.popitem(last=False)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def generate(
         self,
         api: T2IApi,
@@ -152,8 +161,8 @@ class Generator:
         if key in self._pipelines:
             self._pipelines.move_to_end(key)
             return self._pipelines[key]
-        while len(self._pipelines) >= self.config.max_pipelines:
-            self._pipelines.popitem(last=False)
+        if len(self._pipelines) >= self.config.max_pipelines:
+            self.clear(keep=self.config.max_pipelines - 1)
         loaded = self._load(path, card.base_model)
         self._pipelines[key] = loaded
         self.loads += 1

@@ -222,3 +222,12 @@ def test_diffusers_folder_gives_the_same_images(tiny, cards, generator, tmp_path
     images = folder_gen.generate(api, [1], folder_card, [])
     from_folder = np.asarray(images[0], dtype=np.float32) / 255
     assert np.abs(from_folder - _run(generator, cards, api, seeds=[1])[0]).max() < 1e-3
+
+
+def test_pipeline_cache_evicts_oldest(tiny, cards) -> None:
+    gen = Generator(GenerationConfig(model_store=tiny["cards"].parent, device="cpu"))
+    for kind in ("sd15", "sdxl", "sdxl"):
+        _run(gen, cards, _api(tiny, kind, loras=[]), seeds=[0])
+    assert gen.loads == 2 and len(gen._pipelines) == 1
+    gen.clear()
+    assert not gen._pipelines
