@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from diffagent.agent.service import AgentConfig, DiffAgent
 
 from .conftest import ScriptedBackend, api_json
@@ -133,3 +135,23 @@ def test_a_base_model_the_catalog_lacks_is_refused_and_the_pick_kept(tmp_path: P
     assert refused.api is not None and refused.api.version_id == first.api.version_id
     after = agent.reply(sid, "square")
     assert after.api is not None and after.api.width == after.api.height
+
+
+@pytest.mark.slow
+def test_five_turns_with_the_embedded_planner_on_the_starter_catalog(tmp_path: Path) -> None:
+    agent = DiffAgent.create(AgentConfig(checkpoint_db=tmp_path / "conv.sqlite"))
+    sid = agent.new_session()
+    first = agent.reply(sid, "a cozy cabin in a snowy forest at dusk, oil painting")
+    square = agent.reply(sid, "square")
+    faster = agent.reply(sid, "faster")
+    anime = agent.reply(sid, "make it anime")
+    plain = agent.reply(sid, "no LoRA")
+    assert first.api and square.api and faster.api and anime.api and plain.api
+    assert square.api.version_id == first.api.version_id and square.api.width == square.api.height
+    assert faster.api.version_id == first.api.version_id
+    assert faster.api.sampling_steps < square.api.sampling_steps
+    assert faster.api.width == faster.api.height
+    assert "anime" in anime.api.prompt and anime.api.width == anime.api.height
+    assert plain.api.type == "Checkpoint" and plain.api.loras == []
+    assert plain.api.sampling_steps == faster.api.sampling_steps
+    assert len(agent.history(sid)) == 10
