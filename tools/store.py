@@ -175,9 +175,8 @@ class ModelStore:
         """Refuse pickle formats unless allowed; verify the SHA256 against the card (ValueError)."""
         if path.is_dir():
             return  # an unpacked diffusers folder: its safetensors load without pickle
-        pickled = path.suffix.lower() in PICKLE_SUFFIXES or card.file.format == "PickleTensor"
-        if not pickled and not is_safetensors_file(path):
-            pickled = True  # named like safetensors but is not: treat as untrusted pickle
+        # Judged by content, not by name or card: anything but real safetensors may be a pickle.
+        pickled = path.suffix.lower() in PICKLE_SUFFIXES or not is_safetensors_file(path)
         if pickled and not self.allow_pickle:
             raise ValueError(
                 f"refusing to load {path.name}: pickle formats (.ckpt, .pt, .pth, .bin) can run "
