@@ -61,11 +61,20 @@ def register(commands: Any) -> None:
 
 
 def _read_api(path: Path) -> Any:
+    from pydantic import ValidationError
+
     from diffagent.tools.api import T2IApi
 
     if not path.is_file():
         raise FileNotFoundError(f"no API file at {path}")
-    return T2IApi.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        return T2IApi.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as error:
+        problems = "; ".join(
+            (".".join(str(part) for part in err["loc"]) + ": " if err["loc"] else "") + err["msg"]
+            for err in error.errors()
+        )
+        raise ValueError(f"invalid API file {path}: {problems}") from None
 
 
 def _load_cards(paths: list[Path]) -> dict[int, Any]:

@@ -188,6 +188,11 @@ def test_cli_generate_and_export(tiny, tmp_path: Path, capsys) -> None:
     args = ["generate", "--api", api, "--out", str(out), "--model-store", str(empty)]
     assert main([*args, "--cards", str(tiny["cards"])]) == 2  # missing weights: one-line error
     assert "tiny-sd15.safetensors" in capsys.readouterr().err
+    bad = tmp_path / "bad-api.json"
+    bad.write_text(json.dumps(json.loads(tiny["sd15_api"].read_text()) | {"width": 500}))
+    assert main(["export", "--api", str(bad), "--to", "a1111"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "width 500 is not a multiple of 8" in err
 
 
 def test_cli_make_tiny_weights_adds_scorer_weights(tmp_path: Path, monkeypatch, capsys) -> None:
