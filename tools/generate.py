@@ -34,13 +34,14 @@ class GenerationConfig(BaseModel):
     verify_hash: bool = Field(default=True, description="Check SHA256 against the card.")
     match: MatchMode = Field(default="name_or_sha256", description="How files are found.")
     max_pipelines: int = Field(default=1, description="Checkpoints kept loaded at once.")
+    max_loras: int = Field(default=8, description="LoRAs kept loaded per checkpoint.")
     show_progress: bool = Field(default=False, description="diffusers' per-step progress bar.")
 
-    @field_validator("max_pipelines")
+    @field_validator("max_pipelines", "max_loras")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(f"max_pipelines must be >= 1, got {value}")
+            raise ValueError(f"must be >= 1, got {value}")
         return value
 
 
@@ -77,7 +78,8 @@ class _Loaded:
     def __init__(self, pipe: Any, scheduler_config: dict[str, Any]) -> None:
         self.pipe = pipe
         self.scheduler_config = scheduler_config
-        self.adapters: dict[str, str] = {}  # LoRA file path -> adapter name
+        self.adapters: OrderedDict[str, str] = OrderedDict()  # LoRA path -> adapter, LRU order
+        self.counter = 0  # adapter names are never reused
         self.sampler: str | None = None
         self.active: tuple[tuple[str, ...], tuple[float, ...]] | None = None  # adapters in use
 
@@ -194,12 +196,15 @@ class Generator:
     def _set_loras(self, loaded: _Loaded, loras: list[tuple[Path, float]]) -> None:
         pipe = loaded.pipe
         names: list[str] = []
-        for path, _ in loras:
-            key = str(path.resolve())
+        keys = [str(path.resolve()) for path, _ in loras]
+        for key in keys:
             if key not in loaded.adapters:
-                name = f"lora{len(loaded.adapters)}"
-                pipe.load_lora_weights(str(path), adapter_name=name)
+                self._evict_adapters(loaded, keep=set(keys))
+                loaded.counter += 1
+                name = f"lora{loaded.counter}"
+                pipe.load_lora_weights(key, adapter_name=name)
                 loaded.adapters[key] = name
+            loaded.adapters.move_to_end(key)
             names.append(loaded.adapters[key])
         active = (tuple(names), tuple(weight for _, weight in loras))
         if active == loaded.active:
@@ -210,6 +215,15 @@ class Generator:
         elif loaded.adapters:
             pipe.disable_lora()
         loaded.active = active
+
+    def _evict_adapters(self, loaded: _Loaded, keep: set[str]) -> None:
+        """Unload least recently used LoRAs beyond `max_loras` (never those about to be used)."""
+        for key in list(loaded.adapters):
+            if len(loaded.adapters) < self.config.max_loras:
+                return
+            if key not in keep:
+                loaded.pipe.delete_adapters(loaded.adapters.pop(key))
+                loaded.active = None
 
     def _set_sampler(self, loaded: _Loaded, sampler: str) -> None:
         if loaded.sampler != sampler:

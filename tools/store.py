@@ -196,7 +196,17 @@ class ModelStore:
     def resolve(self, card: ModelCard) -> Path:
         """Find and check the card's weights; the path is safe to load."""
         path = self.find(card)
-        self.check(card, path)
+        try:
+            self.check(card, path)
+        except ValueError:
+            # A same-named file of another version: the right one may sit elsewhere in the store.
+            if not (self.verify_hash and self.match == "name_or_sha256"):
+                raise
+            other = self._by_sha256(card)
+            if other is None:
+                raise
+            self.check(card, other)
+            return other
         return path
 
     def config_dir(self, path: Path, base_model: str) -> Path:

@@ -236,3 +236,26 @@ def test_pipeline_cache_evicts_oldest(tiny, cards) -> None:
     assert gen.loads == 2 and len(gen._pipelines) == 1
     gen.clear()
     assert not gen._pipelines
+
+
+def test_least_recently_used_lora_is_unloaded(tiny, cards) -> None:
+    import shutil
+
+    api = _api(tiny, "sd15")
+    lora = cards[api.loras[0].version_id]
+    copy = tiny["cards"].parent / "tiny-sd15-lora-copy.safetensors"
+    shutil.copy(tiny["sd15_lora"], copy)
+    twin = lora.model_copy(
+        update={"version_id": 5, "file": lora.file.model_copy(update={"name": copy.name})}
+    )
+    config = GenerationConfig(model_store=tiny["cards"].parent, device="cpu", max_loras=1)
+    gen = Generator(config)
+    checkpoint = cards[api.version_id]  # type: ignore[index]
+    first = gen.generate(api, [1], checkpoint, [lora])
+    twin_api = api.model_copy(update={"loras": [api.loras[0].model_copy(update={"version_id": 5})]})
+    second = gen.generate(twin_api, [1], checkpoint, [twin])
+    loaded = next(iter(gen._pipelines.values()))
+    assert list(loaded.adapters) == [str(copy.resolve())]
+    assert set(loaded.pipe.get_list_adapters()["unet"]) == {"lora2"}
+    diff = np.abs(np.asarray(first[0], dtype=float) - np.asarray(second[0], dtype=float)).max()
+    assert diff <= 1  # same weights under another name: same image (uint8)

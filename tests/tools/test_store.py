@@ -132,3 +132,13 @@ def test_config_override_and_packaged_default(weights: Path, tmp_path: Path) -> 
 def test_unknown_match_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="allowed"):
         ModelStore(tmp_path, match="fuzzy")  # type: ignore[arg-type]
+
+
+def test_same_name_other_version_falls_back_to_hash(weights: Path, tmp_path: Path) -> None:
+    card = _card(weights.name, sha256_file(weights))
+    stale = tmp_path / "store" / "a" / weights.name  # found first by name, wrong content
+    stale.parent.mkdir()
+    save_file({"w": torch.zeros(3)}, str(stale))
+    assert _store(tmp_path / "store", tmp_path).resolve(card) == weights
+    with pytest.raises(ValueError, match="SHA256 mismatch"):
+        _store(tmp_path / "store", tmp_path, match="name").resolve(card)
