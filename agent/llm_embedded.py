@@ -90,6 +90,24 @@ def default_threads() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) // 2))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where it halves latency."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """The torch dtype for 'float32', 'bfloat16' or 'auto' (bfloat16 where the CPU has it)."""
+    if name == "auto":
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown dtype {name!r}; allowed: auto, float32, bfloat16")
+    return torch.float32 if name == "float32" else torch.bfloat16
+
+
 class EmbeddedBackend:
     """Planner backend on a local transformers causal LM (lazy: loads on first use)."""
 
@@ -104,6 +122,7 @@ class EmbeddedBackend:
         temperature: float = 0.0,
         threads: int | None = None,
         max_new_tokens: int = 256,
+        dtype: str = "auto",
     ) -> None:
         if adapter_path is not None and not Path(adapter_path).is_dir():
             raise FileNotFoundError(f"PEFT adapter folder not found: {adapter_path}")
@@ -113,6 +132,7 @@ class EmbeddedBackend:
         self.temperature = temperature
         self.threads = threads
         self.max_new_tokens = max_new_tokens
+        self.dtype = resolve_dtype(dtype)
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -135,7 +155,7 @@ class EmbeddedBackend:
         if folder is None or not (folder / "config.json").is_file():
             folder = ensure_cached(folder, self.gguf_path)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
         if self.adapter_path is not None:
             from peft import PeftModel
 

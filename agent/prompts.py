@@ -35,9 +35,12 @@ MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_CHARS = 500
 # Rank mode's prefix is on the latency path of every prompt (2.5 ms per token here): keep it short.
 RANK_PROMPT_CHARS = 1000
-RANK_NEGATIVE_CHARS = 160
+RANK_NEGATIVE_CHARS = 100
 MAX_DESCRIPTION_CHARS = 160
-MAX_WORDS = 3
+MAX_WORDS = 5
+RANK_NAME_CHARS = 48
+RANK_WORDS = 2
+RANK_WORD_CHARS = 24
 
 # Chat-control markers such as `<|im_start|>` or `<|endoftext|>`: in untrusted text they could
 # open a fake turn, so they are broken up before any text reaches a chat template.
@@ -54,7 +57,7 @@ GENERATE_SYSTEM = (
 
 RANK_SYSTEM = (
     "You are DiffAgent's planner. Name the Stable Diffusion model that suits the user's image "
-    "prompt best, as: model | base and type | style words | width x height."
+    "prompt best, as: model | style words | square, portrait or landscape."
 )
 
 
@@ -103,11 +106,11 @@ def generate_json_schema() -> dict[str, Any]:
     }
 
 
-def card_words(card: ModelCard, limit: int = MAX_WORDS) -> list[str]:
+def card_words(card: ModelCard, limit: int = MAX_WORDS, chars: int = 32) -> list[str]:
     """A card's most distinctive words: trigger words first, then keywords, then tags."""
     words: list[str] = []
     for word in [*card.trigger_words, *card.keywords, *card.tags]:
-        clean = clip_text(defuse(word), 32).strip(" ,")
+        clean = clip_text(defuse(word), chars).strip(" ,")
         if clean and clean.lower() not in (w.lower() for w in words):
             words.append(clean)
         if len(words) == limit:
@@ -115,17 +118,29 @@ def card_words(card: ModelCard, limit: int = MAX_WORDS) -> list[str]:
     return words
 
 
-def kind_label(card: ModelCard) -> str:
-    """Base model and type in a few tokens, e.g. 'SD 1.5 checkpoint', 'SDXL LoRA'."""
-    base = "SDXL" if card.base_model.startswith("SDXL") else card.base_model
-    return f"{base} {'LoRA' if card.type == 'LORA' else 'checkpoint'}"
+def orientation(width: int, height: int) -> str:
+    """One word for the aspect ratio: square, portrait or landscape (a single token each)."""
+    if abs(width - height) <= min(width, height) // 8:
+        return "square"
+    return "portrait" if height > width else "landscape"
 
 
 def render_rank_candidate(card: ModelCard, width: int, height: int) -> str:
-    """The compact answer text scored in rank mode (about 15-25 tokens); RRHF trains on it too."""
-    words = ", ".join(card_words(card))
-    name = clip_text(defuse(card.display_name), 60)
-    return f"{name} | {kind_label(card)} | {words} | {width}x{height}"
+    """The compact answer line scored in rank mode (about 20 tokens); RRHF trains on it too.
+
+    Name (with a LoRA/SDXL marker), two distinctive words and the orientation: every token
+    costs latency for every candidate, so the size is one word, not digits.
+    """
+    markers = []
+    if card.type == "LORA":
+        markers.append("LoRA")
+    if card.base_model != "SD 1.5":
+        markers.append("SDXL")
+    marker = ", ".join(markers)
+    name = clip_text(defuse(card.display_name), RANK_NAME_CHARS)
+    head = f"{name} ({marker})" if marker else name
+    words = ", ".join(card_words(card, RANK_WORDS, RANK_WORD_CHARS))
+    return f"{head} | {words} | {orientation(width, height)}"
 
 
 def render_card_data(card: ModelCard) -> str:
@@ -136,7 +151,7 @@ def render_card_data(card: ModelCard) -> str:
         "model": clip_text(defuse(card.display_name), 80),
         "type": card.type,
         "base_model": card.base_model,
-        "words": card_words(card, 5),
+        "words": card_words(card),
         "about": clip_text(defuse(card.description), MAX_DESCRIPTION_CHARS),
         "recommended": f"{rec.width}x{rec.height}, {rec.sampling_method}, "
         f"{rec.sampling_steps} steps, cfg {rec.cfg_scale:g}",

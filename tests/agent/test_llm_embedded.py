@@ -25,8 +25,8 @@ CONTINUATIONS = [
 
 @pytest.fixture(scope="module")
 def backend() -> EmbeddedBackend:
-    """The default embedded backend: converts the packaged GGUF into the test home once."""
-    model = EmbeddedBackend()
+    """The embedded backend in float32: converts the packaged GGUF into the test home once."""
+    model = EmbeddedBackend(dtype="float32")
     model.load()
     return model
 
@@ -60,7 +60,7 @@ def test_second_load_reads_the_cache_not_the_gguf(
         raise AssertionError("the GGUF must not be read again")
 
     monkeypatch.setattr(llm_embedded, "packaged_gguf", no_gguf)
-    again = EmbeddedBackend()
+    again = EmbeddedBackend(dtype="float32")
     assert again.score_continuations(MESSAGES, CONTINUATIONS[:2]) == pytest.approx(
         backend.score_continuations(MESSAGES, CONTINUATIONS[:2]), abs=1e-5
     )
@@ -75,6 +75,14 @@ def test_shared_prefix_batched_scoring_equals_naive(
     # Scored again with the cached prefix KV: same numbers, and they do differ between candidates.
     assert backend.score_continuations(MESSAGES, CONTINUATIONS) == pytest.approx(shared, abs=1e-5)
     assert max(shared) - min(shared) > 0.1
+
+
+def test_bfloat16_scores_stay_close_to_float32(backend: EmbeddedBackend) -> None:
+    fast = EmbeddedBackend(dtype="bfloat16")
+    shared = fast.score_continuations(MESSAGES, CONTINUATIONS)
+    assert fast.model.dtype == torch.bfloat16
+    assert shared == pytest.approx(naive_scores(fast, CONTINUATIONS), abs=0.1)
+    assert shared == pytest.approx(backend.score_continuations(MESSAGES, CONTINUATIONS), abs=0.2)
 
 
 def test_empty_continuation_is_rejected(backend: EmbeddedBackend) -> None:
@@ -110,7 +118,7 @@ def test_peft_adapter_is_applied(backend: EmbeddedBackend, tmp_path: Path) -> No
     tuned = get_peft_model(base, config)
     tuned.save_pretrained(tmp_path / "adapter")
 
-    adapted = EmbeddedBackend(adapter_path=tmp_path / "adapter")
+    adapted = EmbeddedBackend(adapter_path=tmp_path / "adapter", dtype="float32")
     with_adapter = adapted.score_continuations(MESSAGES, CONTINUATIONS)
     without = backend.score_continuations(MESSAGES, CONTINUATIONS)
     assert max(abs(a - b) for a, b in zip(with_adapter, without, strict=True)) > 1e-3

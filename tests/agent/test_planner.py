@@ -91,7 +91,7 @@ class WordOverlapBackend:
         scores = []
         for text in continuations:
             words = text.lower().replace("|", " ").replace(",", " ").split()
-            bonus = 0.5 if "portrait" in user and "512x768" in text else 0.0
+            bonus = 0.5 if "tall" in user and text.endswith("portrait") else 0.0
             scores.append(sum(word in user for word in words) / len(words) + bonus)
         return scores
 
@@ -120,7 +120,7 @@ def test_rank_orders_cards_by_score_and_scores_variants_of_the_best() -> None:
 
 def test_rank_variant_wins_when_the_prompt_asks_for_it() -> None:
     square = card(55, "Anime Square", ["anime"], size=(512, 512))
-    result = plan_rank(WordOverlapBackend(), "anime portrait", "", [square], variant_cards=1)
+    result = plan_rank(WordOverlapBackend(), "tall anime picture", "", [square], variant_cards=1)
     best = result.options[0]
     assert (best.api.width, best.api.height) == (512, 768)
 
@@ -240,8 +240,14 @@ def test_generate_schema_lists_the_paper_fields() -> None:
 
 
 def test_rank_candidate_text_is_compact() -> None:
-    text = prompts.render_rank_candidate(CARDS[1], 512, 768)
-    assert text == "Anime Pastel v1 | SD 1.5 checkpoint | anime, pastel | 512x768"
+    assert (
+        prompts.render_rank_candidate(CARDS[1], 512, 768)
+        == "Anime Pastel v1 | anime, pastel | portrait"
+    )
+    assert prompts.render_rank_candidate(CARDS[2], 768, 512).startswith("Neon LoRA v1 (LoRA) |")
+    assert prompts.render_rank_candidate(CARDS[3], 1024, 1024).endswith(
+        "(SDXL) | cinematic, photo | square"
+    )
 
 
 def test_config_validates_backend_choice() -> None:
