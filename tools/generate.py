@@ -1,5 +1,7 @@
 """Image generation from a T2I API with diffusers: SD 1.5 / SDXL checkpoints, LoRAs, A1111 samplers.
 
+Prompts are encoded the A1111 way (weights, BREAK, past 77 tokens; tools/prompt_embeds.py).
+
 Pipelines are cached by checkpoint file, so switching LoRAs, sampler or any other parameter reuses
 the loaded weights; LoRAs are loaded once as named adapters and switched with `set_adapters`.
 """
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from diffagent.index.cards import ModelCard
 from diffagent.tools.api import T2IApi
+from diffagent.tools.prompt_embeds import encode_prompts
 from diffagent.tools.schedulers import make_scheduler, scheduler_spec
 from diffagent.tools.store import MatchMode, ModelStore
 
@@ -239,18 +242,10 @@ class Generator:
             # SDE samplers draw Brownian noise from their own seed; A1111 ties it to the image seed.
             loaded.pipe.scheduler.noise_sampler_seed = [int(seed) for seed in seeds]
         pipe = loaded.pipe
-        clip_skip = diffusers_clip_skip(api.clip_skip)
-        texts: dict[str, Any] = {
-            "prompt": api.prompt,
-            "negative_prompt": api.negative_prompt or None,
-        }
         with torch.inference_mode():
-            if clip_skip is not None and not hasattr(pipe, "text_encoder_2"):
-                texts = {
-                    "prompt_embeds": _sd15_embeds(pipe, api.prompt, clip_skip),
-                    "negative_prompt_embeds": _sd15_embeds(pipe, api.negative_prompt, clip_skip),
-                }
-                clip_skip = None
+            texts = encode_prompts(
+                pipe, api.prompt, api.negative_prompt, diffusers_clip_skip(api.clip_skip)
+            )
             result = pipe(
                 **texts,
                 width=api.width,
@@ -259,26 +254,6 @@ class Generator:
                 guidance_scale=api.cfg_scale,
                 num_images_per_prompt=len(seeds),
                 generator=generators,
-                clip_skip=clip_skip,
                 output_type="pil",
             )
         return list(result.images)
-
-
-def _sd15_embeds(pipe: Any, text: str, clip_skip: int) -> Any:
-    """SD 1.5 prompt embeddings with clip skip, applied to prompt and negative prompt as A1111 does.
-
-    diffusers 0.42 skips layers via `text_encoder.text_model`, which transformers >= 5.6 removed
-    from CLIPTextModel, so the skipped layer is taken here.
-    """
-    tokens = pipe.tokenizer(
-        text,
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(pipe.text_encoder.device)
-    encoder = pipe.text_encoder
-    hidden = encoder(tokens, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
-    final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
-    return final_norm(hidden).to(encoder.dtype)

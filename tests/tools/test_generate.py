@@ -23,7 +23,7 @@ from diffagent.tools.tiny import make_tiny_weights
 # one torch thread; random tiny nets amplify float summation-order differences, hence the tolerance.
 EXPECTED_SLICE = {
     "sd15": [0.5176, 0.5020, 0.4471, 0.4627, 0.4941, 0.4667, 0.4431, 0.4549, 0.4549],
-    "sdxl": [0.5373, 0.5294, 0.5333, 0.6314, 0.5529, 0.4902, 0.6745, 0.6706, 0.5373],
+    "sdxl": [0.4980, 0.4980, 0.4667, 0.6471, 0.5373, 0.4510, 0.6549, 0.6549, 0.5176],
 }
 SEEDS = [1, 2]
 
