@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from diffagent.tools.api import T2IApi
 from diffagent.tools.generate import diffusers_clip_skip
+from diffagent.tools.prompt_embeds import strip_extra_networks
 from diffagent.tools.schedulers import scheduler_spec
 
 ExportFormat = Literal["diffusers", "a1111", "comfyui"]
@@ -88,7 +89,7 @@ def a1111_sampler(sampler: str) -> tuple[str, str]:
 def to_a1111_payload(api: T2IApi, files: dict[int, str] | None = None) -> dict[str, Any]:
     """The API as an AUTOMATIC1111/Forge `POST /sdapi/v1/txt2img` JSON body."""
     sampler, scheduler = a1111_sampler(api.sampling_method)
-    prompt = api.prompt
+    prompt = strip_extra_networks(api.prompt)  # LoRA tags come from api.loras, once
     for name, weight in lora_files(api, files):
         prompt = f"{prompt} <lora:{_stem(name)}:{weight:g}>".strip()
     override: dict[str, Any] = {"sd_model_checkpoint": _stem(checkpoint_file(api, files))}
@@ -139,7 +140,8 @@ def to_comfyui_workflow(api: T2IApi, files: dict[int, str] | None = None) -> dic
         "class_type": "CLIPSetLastLayer",
         "inputs": {"clip": clip, "stop_at_clip_layer": -(api.clip_skip or 1)},
     }
-    graph["3"] = {"class_type": "CLIPTextEncode", "inputs": {"text": api.prompt, "clip": ["2", 0]}}
+    text = strip_extra_networks(api.prompt)  # ComfyUI applies LoRAs through LoraLoader nodes
+    graph["3"] = {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["2", 0]}}
     graph["4"] = {
         "class_type": "CLIPTextEncode",
         "inputs": {"text": api.negative_prompt, "clip": ["2", 0]},
@@ -198,9 +200,11 @@ def to_diffusers_code(api: T2IApi, files: dict[int, str] | None = None) -> str:
     seed = api.seed if api.seed is not None else 0
     lines += [
         "pipe.to(device)",
+        "# diffusers reads A1111 weights such as (word:1.2) as plain text and truncates prompts",
+        "# past 77 tokens; DiffAgent's generator (tools/prompt_embeds.py) encodes them as A1111.",
         "image = pipe(",
-        f"    prompt={api.prompt!r},",
-        f"    negative_prompt={api.negative_prompt!r},",
+        f"    prompt={strip_extra_networks(api.prompt)!r},",
+        f"    negative_prompt={strip_extra_networks(api.negative_prompt)!r},",
         f"    width={api.width},",
         f"    height={api.height},",
         f"    num_inference_steps={api.sampling_steps},",

@@ -176,6 +176,14 @@ def test_diffusers_code_is_valid_python_with_real_names(base: str) -> None:
     assert "manual_seed(42)" in code
 
 
+def test_lora_tags_in_the_prompt_are_not_duplicated() -> None:
+    api = _api(prompt="knight <lora:add_detail:0.6>")
+    assert to_a1111_payload(api, FILES)["prompt"].count("<lora:add_detail") == 1
+    graph = to_comfyui_workflow(api, FILES)
+    assert "<lora" not in graph["3"]["inputs"]["text"]
+    assert "<lora" not in to_diffusers_code(api, FILES)
+
+
 def test_export_text_formats() -> None:
     assert json.loads(export_text(_api(), "a1111"))["steps"] == 25
     assert "KSampler" in export_text(_api(), "comfyui")
