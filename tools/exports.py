@@ -217,6 +217,26 @@ def to_diffusers_code(api: T2IApi, files: dict[int, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def a1111_infotext(api: T2IApi, seed: int, files: dict[int, str] | None = None) -> str:
+    """A1111's PNG `parameters` text for one image, so A1111/Civitai read its settings back."""
+    payload = to_a1111_payload(api.model_copy(update={"seed": seed}), files)
+    fields = [
+        f"Steps: {api.sampling_steps}",
+        f"Sampler: {payload['sampler_name']}",
+        f"Schedule type: {payload['scheduler']}",
+        f"CFG scale: {api.cfg_scale:g}",
+        f"Seed: {seed}",
+        f"Size: {api.width}x{api.height}",
+        f"Model: {payload['override_settings']['sd_model_checkpoint']}",
+    ]
+    if api.clip_skip is not None:
+        fields.append(f"Clip skip: {api.clip_skip}")
+    text = payload["prompt"]
+    if api.negative_prompt:
+        text += f"\nNegative prompt: {api.negative_prompt}"
+    return text + "\n" + ", ".join(fields)
+
+
 def export_text(api: T2IApi, fmt: str, files: dict[int, str] | None = None) -> str:
     """One export as text: Python code for diffusers, indented JSON for a1111 and comfyui."""
     if fmt == "diffusers":

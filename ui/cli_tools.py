@@ -104,6 +104,9 @@ def _card(cards: dict[int, Any], version_id: int | None, what: str) -> Any:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from PIL.PngImagePlugin import PngInfo
+
+    from diffagent.tools.exports import a1111_infotext
     from diffagent.tools.generate import GenerationConfig, Generator
     from diffagent.tools.store import default_model_store
 
@@ -128,9 +131,12 @@ def _generate(args: argparse.Namespace) -> int:
     seeds = [base + offset for offset in range(args.seeds)]
     images = generator.generate(api, seeds, checkpoint, loras)
     args.out.mkdir(parents=True, exist_ok=True)
+    files = {card.version_id: card.file.name for card in [checkpoint, *loras]}
     for seed, image in zip(seeds, images, strict=True):
         path = args.out / f"seed-{seed}.png"
-        image.save(path)
+        info = PngInfo()
+        info.add_text("parameters", a1111_infotext(api, seed, files))  # A1111's PNG metadata
+        image.save(path, pnginfo=info)
         print(path)
     return 0
 

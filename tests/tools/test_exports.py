@@ -11,6 +11,7 @@ import pytest
 from diffagent.tools.api import CheckpointRef, LoraRef, T2IApi
 from diffagent.tools.exports import (
     COMFYUI_SAMPLERS,
+    a1111_infotext,
     export_text,
     to_a1111_payload,
     to_comfyui_workflow,
@@ -182,6 +183,17 @@ def test_lora_tags_in_the_prompt_are_not_duplicated() -> None:
     graph = to_comfyui_workflow(api, FILES)
     assert "<lora" not in graph["3"]["inputs"]["text"]
     assert "<lora" not in to_diffusers_code(api, FILES)
+
+
+def test_a1111_infotext() -> None:
+    text = a1111_infotext(_api(), 7, FILES)
+    first, negative, settings = text.split("\n")
+    assert first.startswith("portrait of a knight") and "<lora:add_detail:0.6>" in first
+    assert negative == "Negative prompt: lowres"
+    assert settings == (
+        "Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 7, "
+        "Size: 512x768, Model: dreamshaper_8, Clip skip: 2"
+    )
 
 
 def test_export_text_formats() -> None:

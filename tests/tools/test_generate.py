@@ -179,6 +179,11 @@ def test_cli_generate_and_export(tiny, tmp_path: Path, capsys) -> None:
     args = ["generate", "--api", api, "--out", str(out), "--seeds", "2", "--model-store", store]
     assert main([*args, "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["seed-1.png", "seed-2.png"]
+    from PIL import Image
+
+    infotext = Image.open(out / "seed-2.png").text["parameters"]
+    assert "Seed: 2" in infotext and "Model: tiny-sd15" in infotext
+    assert "<lora:tiny-sd15-lora:0.8>" in infotext and "Negative prompt: blurry" in infotext
     capsys.readouterr()
     assert main(["export", "--api", api, "--to", "comfyui", "--cards", str(tiny["cards"])]) == 0
     workflow = json.loads(capsys.readouterr().out)
