@@ -209,14 +209,16 @@ def plan_rank(
     negative_prompt: str,
     candidates: list[ModelCard],
     *,
-    variant_cards: int = 2,
-    retrieval_weight: float = 0.0,
+    variant_cards: int = 1,
+    retrieval_weight: float = 0.5,
 ) -> RankResult:
     """Score every candidate card's answer (then size variants of the best) and sort them.
 
-    Options are sorted by `score` = logprob - retrieval_weight * ln(1 + retrieval rank); the
-    default weight 0 ranks by the LLM alone (p_i), a positive one keeps the index's order as a
-    prior (useful before the planner is fine-tuned).
+    Options are sorted by `score` = logprob - retrieval_weight * ln(1 + retrieval rank): the
+    index's order (`candidates`) is a prior beside the LLM's p_i. Measured on 60 val prompts
+    with the stock SmolLM2 (8 TF-IDF candidates), version top-1 was 0.25 by p_i alone (weight
+    0), 0.42 at 0.5, against 0.40 for the index's first card; pass 0 to rank by the LLM alone
+    (e.g. with an RRHF-tuned adapter).
     """
     _check_inputs(prompt, candidates)
     if retrieval_weight < 0:

@@ -3,7 +3,7 @@
 Run (val prompts of /tmp/catalog-full when it is READY, else the starter catalog's cards):
 
     .venv/bin/python bench/bench_planner.py --limit 30 --top-k 8
-    .venv/bin/python bench/bench_planner.py --modes rank --limit 50 --variant-cards 0
+    .venv/bin/python bench/bench_planner.py --modes rank --limit 50 --retrieval-weight 0
 
 Candidates come from the catalog's search index when one is built (`diffagent index build`), else
 from a TF-IDF over card names, tags and keywords (same latency profile: k compact cards). Also
@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--modes", default="rank,generate")
-    parser.add_argument("--variant-cards", type=int, default=2)
-    parser.add_argument("--retrieval-weight", type=float, default=0.0)
+    parser.add_argument("--variant-cards", type=int, default=1)
+    parser.add_argument("--retrieval-weight", type=float, default=0.5)
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)

@@ -262,7 +262,7 @@ def test_config_validates_backend_choice() -> None:
 
 def test_retrieval_weight_keeps_the_index_order_as_a_prior() -> None:
     prompt = "anime girl with pastel hair"
-    pure = plan_rank(WordOverlapBackend(), prompt, "", CARDS, variant_cards=0)
+    pure = plan_rank(WordOverlapBackend(), prompt, "", CARDS, variant_cards=0, retrieval_weight=0)
     assert pure.options[0].card.version_id == 22
     assert all(o.score == o.logprob for o in pure.options)
     fused = plan_rank(WordOverlapBackend(), prompt, "", CARDS, variant_cards=0, retrieval_weight=5)
