@@ -259,17 +259,34 @@ class EmbeddedBackend:
         return scores
 
     def _prefix_state(self, prefix: list[int]) -> tuple[Any, torch.Tensor]:
-        """KV cache and last-position logits of `prefix`, reused while the prefix repeats."""
-        key = tuple(prefix)
-        if self._prefix is not None and self._prefix[0] == key:
-            return self._prefix[1], self._prefix[2]
+        """KV cache and last-position logits of `prefix`.
+
+        The last prefix's state is kept: a repeated prefix costs nothing, and a new one only runs
+        the tokens after the part it shares with the last (the system prompt, usually).
+        """
         from transformers import DynamicCache
 
-        input_ids = torch.tensor([prefix])
-        out = self._model(input_ids=input_ids, cache=DynamicCache(), use_cache=True)
-        state = (key, out.cache, out.logits[0, -1])
-        self._prefix = state
-        return state[1], state[2]
+        key = tuple(prefix)
+        cache: Any = DynamicCache()
+        start = 0
+        if self._prefix is not None:
+            old_key, old_cache, old_logits = self._prefix
+            if old_key == key:
+                return old_cache, old_logits
+            start = _common_prefix(old_key, key)
+            start = min(start, len(key) - 1)  # at least one token runs, for the last logits
+            if start > 0:
+                cache = copy.deepcopy(old_cache)
+                cache.crop(start - len(old_key))
+        positions = torch.arange(start, len(prefix)).unsqueeze(0)
+        out = self._model(
+            input_ids=torch.tensor([prefix[start:]]),
+            cache=cache,
+            position_ids=positions,
+            use_cache=True,
+        )
+        self._prefix = (key, out.cache, out.logits[0, -1])
+        return out.cache, out.logits[0, -1]
 
     def _score_batch(
         self,
@@ -305,6 +322,16 @@ class EmbeddedBackend:
             total += (picked * mask[:, 1:]).sum(dim=1)
         lengths = mask.sum(dim=1)
         return (total / lengths).tolist()
+
+
+def _common_prefix(left: tuple[int, ...], right: tuple[int, ...]) -> int:
+    """Length of the common leading run of two token sequences."""
+    size = 0
+    for a, b in zip(left, right, strict=False):
+        if a != b:
+            break
+        size += 1
+    return size
 
 
 class _JsonClosed:

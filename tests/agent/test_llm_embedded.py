@@ -77,6 +77,22 @@ def test_shared_prefix_batched_scoring_equals_naive(
     assert max(shared) - min(shared) > 0.1
 
 
+def test_prefix_sharing_a_system_prompt_with_the_last_one_scores_the_same(
+    backend: EmbeddedBackend,
+) -> None:
+    other = [MESSAGES[0], {"role": "user", "content": "Image prompt: a red sports car at night"}]
+    backend.score_continuations(MESSAGES, CONTINUATIONS[:1])  # leaves MESSAGES' state cached
+    reused = backend.score_continuations(other, CONTINUATIONS)  # runs only the differing tail
+    backend._prefix = None
+    fresh = backend.score_continuations(other, CONTINUATIONS)
+    assert reused == pytest.approx(fresh, abs=1e-4)
+    shorter = [MESSAGES[0], {"role": "user", "content": "Image prompt: a red"}]
+    backend.score_continuations(shorter, CONTINUATIONS[:1])  # a strict prefix of the last one
+    cut = backend.score_continuations(shorter, CONTINUATIONS)
+    backend._prefix = None
+    assert cut == pytest.approx(backend.score_continuations(shorter, CONTINUATIONS), abs=1e-4)
+
+
 def test_bfloat16_scores_stay_close_to_float32(backend: EmbeddedBackend) -> None:
     fast = EmbeddedBackend(dtype="bfloat16")
     shared = fast.score_continuations(MESSAGES, CONTINUATIONS)
