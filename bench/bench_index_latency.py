@@ -128,7 +128,7 @@ def measure(index: CatalogIndex, prompts: list[str], **filters: str) -> dict[str
         start = time.perf_counter()
         index.query(prompt, 10, **filters)
         total.append(time.perf_counter() - start)
-        vector = index.embedding_function.embed([prompt])[0]
+        vector = index.embedding_function.embed_queries([prompt])[0]
         start = time.perf_counter()
         index.query_with_vector(prompt, vector, 10, **filters)
         retrieval.append(time.perf_counter() - start)

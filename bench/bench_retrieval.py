@@ -67,7 +67,7 @@ def main() -> None:
         prompts = [p for p, _ in pairs]
         truth = [t for _, t in pairs]
         start = time.perf_counter()
-        vectors = index.embedding_function.embed(prompts, show_progress=True)
+        vectors = index.embedding_function.embed_queries(prompts, show_progress=True)
         embed_s = time.perf_counter() - start
         fused = [
             [h.card.version_id for h in index.query_with_vector(p, v, 10)]

@@ -391,7 +391,7 @@ class CatalogIndex:
         self, pairs: Sequence[tuple[str, int]], *, k: int = 10
     ) -> list[tuple[np.ndarray, int]]:
         """For (prompt, true version id) pairs: candidate features and the true card's row."""
-        vectors = self.embedding_function.embed([prompt for prompt, _ in pairs])
+        vectors = self.embedding_function.embed_queries([prompt for prompt, _ in pairs])
         out = []
         for (prompt, version_id), vector in zip(pairs, vectors, strict=True):
             ids, features, _, _ = self._candidates(prompt, vector, k, None, None)
@@ -472,7 +472,7 @@ class CatalogIndex:
             raise ValueError(f"k must be at least 1, got {k}")
         base_model = normalize_filter(base_model, BASE_MODELS, "base model")
         model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
-        vector = self.embedding_function.embed([text])[0]
+        vector = self.embedding_function.embed_queries([text])[0]
         return self.query_with_vector(text, vector, k, base_model=base_model, model_type=model_type)
 
     def query_with_vector(
@@ -554,7 +554,7 @@ class CatalogIndex:
         candidate_ids = [str(int(ids[i])) for i in top]
         stored = self.collection.get(ids=candidate_ids, include=["embeddings"])
         vectors = dict(zip(stored["ids"], stored["embeddings"], strict=True))
-        query = self.embedding_function.embed([name])[0]
+        query = self.embedding_function.embed_queries([name])[0]
         cos = np.array(
             [float(np.dot(vectors[c], query)) if c in vectors else 0.0 for c in candidate_ids]
         )
