@@ -45,6 +45,8 @@ MAX_EVIDENCE = 20
 # Candidates each channel contributes before fusion (at least this many, else 5 x k).
 MIN_CANDIDATES = 50
 TUNING_QUERIES = 400
+# Below this share of allowed cards, filters go to Chroma; above, neighbours are over-fetched.
+SELECTIVE_FILTER = 0.1
 
 
 class SearchHit(BaseModel):
@@ -438,17 +440,7 @@ class CatalogIndex:
             take = min(n, positive)
             lex_rows = np.argpartition(-lex_all, take - 1)[:take]
             lex_rows = lex_rows[lex_all[lex_rows] > 0]
-        dense: dict[int, float] = {}
-        allowed = int(mask.sum())
-        if allowed:
-            result = self.collection.query(
-                query_embeddings=[vector],
-                n_results=min(n, allowed),
-                where=self._where(base_model, model_type),
-                include=["distances"],
-            )
-            for id_, distance in zip(result["ids"][0], result["distances"][0], strict=True):
-                dense[int(id_)] = 1.0 - float(distance)
+        dense = self._dense_candidates(vector, n, mask, base_model, model_type)
         rows = [int(r) for r in lex_rows]
         seen = set(int(i) for i in self.lexical.ids[lex_rows])
         rows += [self._row[i] for i in dense if i not in seen and i in self._row]
@@ -458,6 +450,40 @@ class CatalogIndex:
         cos = np.array([dense.get(int(i), np.nan) for i in ids], dtype=np.float32)
         pop = self._popularity[row_arr] if len(row_arr) else np.zeros(0, dtype=np.float32)
         return ids, candidate_features(lex, cos, pop), lex, cos
+
+    def _dense_candidates(
+        self,
+        vector: np.ndarray,
+        n: int,
+        mask: np.ndarray,
+        base_model: str | None,
+        model_type: str | None,
+    ) -> dict[int, float]:
+        """Top-n allowed cards by cosine similarity: {version id: cosine}."""
+        allowed = int(mask.sum())
+        if not allowed:
+            return {}
+        share = allowed / max(len(mask), 1)
+        # Chroma's metadata filter costs time in proportion to the records it matches (30 ms for
+        # 7.5k here): for a broad filter, over-fetch unfiltered neighbours and filter them here.
+        if share < SELECTIVE_FILTER:
+            where = self._where(base_model, model_type)
+            fetch = min(n, allowed)
+        else:
+            where = None
+            fetch = min(len(mask), n if share == 1.0 else int(np.ceil(2 * n / share)))
+        result = self.collection.query(
+            query_embeddings=[vector], n_results=fetch, where=where, include=["distances"]
+        )
+        dense: dict[int, float] = {}
+        for id_, distance in zip(result["ids"][0], result["distances"][0], strict=True):
+            row = self._row.get(int(id_))
+            if where is None and (row is None or not mask[row]):
+                continue
+            dense[int(id_)] = 1.0 - float(distance)
+            if len(dense) == n:
+                break
+        return dense
 
     def query(
         self,

@@ -259,7 +259,15 @@ def test_weights_are_tuned_on_val_and_stored(built: CatalogIndex) -> None:
     ("base_model", "model_type"),
     [("SDXL 1.0", None), (None, "LORA"), ("sd 1.5", "checkpoint"), ("SDXL 1.0", "LORA")],
 )
-def test_filters(built: CatalogIndex, base_model: str | None, model_type: str | None) -> None:
+@pytest.mark.parametrize("selective", [0.0, 1.01])  # filter after over-fetching / in Chroma
+def test_filters(
+    built: CatalogIndex,
+    base_model: str | None,
+    model_type: str | None,
+    selective: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("diffagent.index.search.SELECTIVE_FILTER", selective)
     hits = built.query(
         "anime girl with flowers", k=12, base_model=base_model, model_type=model_type
     )
