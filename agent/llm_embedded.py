@@ -199,12 +199,13 @@ class EmbeddedBackend:
     ) -> str:
         """Generate the assistant reply (greedy at temperature 0).
 
-        With a schema the reply is primed with `{` and stops once the JSON object closes; the
-        schema itself is not enforced here (validation and repair handle a wrong answer).
+        With a schema the reply is primed with `{"<first required key>":` and stops once the
+        JSON object closes; the schema itself is not enforced here (validation and repair
+        handle a wrong answer).
         """
         self.load()
         prompt = self.prompt_ids(messages)
-        primer = "{" if json_schema is not None else ""
+        primer = _json_primer(json_schema) if json_schema is not None else ""
         if primer:
             prompt = prompt + self.continuation_ids(primer)
         input_ids = torch.tensor([prompt])
@@ -215,7 +216,7 @@ class EmbeddedBackend:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if primer:
-            kwargs["stopping_criteria"] = [_JsonClosed(self._tokenizer, len(prompt))]
+            kwargs["stopping_criteria"] = [_JsonClosed(self._tokenizer, len(prompt), primer)]
         with self._lock, torch.inference_mode():
             out = self._model.generate(
                 input_ids=input_ids,
@@ -324,6 +325,12 @@ class EmbeddedBackend:
         return (total / lengths).tolist()
 
 
+def _json_primer(schema: dict[str, Any]) -> str:
+    """The start of the answer: `{` and the schema's first required key, to set the format."""
+    required = schema.get("required") or []
+    return '{"' + str(required[0]) + '":' if required else "{"
+
+
 def _common_prefix(left: tuple[int, ...], right: tuple[int, ...]) -> int:
     """Length of the common leading run of two token sequences."""
     size = 0
@@ -337,12 +344,13 @@ def _common_prefix(left: tuple[int, ...], right: tuple[int, ...]) -> int:
 class _JsonClosed:
     """Stopping criterion: true once the braces of the primed JSON object balance."""
 
-    def __init__(self, tokenizer: Any, prompt_len: int) -> None:
+    def __init__(self, tokenizer: Any, prompt_len: int, primer: str) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
+        self.primer = primer
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        text = "{" + self.tokenizer.decode(input_ids[0, self.prompt_len :])
+        text = self.primer + self.tokenizer.decode(input_ids[0, self.prompt_len :])
         return torch.full((input_ids.shape[0],), json_closed(text), dtype=torch.bool)
 
 

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--modes", default="rank,generate")
     parser.add_argument("--variant-cards", type=int, default=1)
     parser.add_argument("--retrieval-weight", type=float, default=0.5)
-    parser.add_argument("--max-new-tokens", type=int, default=192)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -106,7 +106,7 @@ def main() -> None:
 
     for mode in args.modes.split(","):
         latencies: list[float] = []
-        hits = base_hits = 0
+        hits = base_hits = parsed = grounded = 0
         for prompt, negative, truth in prompts:
             cards = candidates_for(prompt, args.top_k)
             began = time.perf_counter()
@@ -122,15 +122,24 @@ def main() -> None:
                 )
                 hits += result.options[0].card.version_id == truth
             else:
-                plan_generate(backend, prompt, negative, cards, max_new_tokens=args.max_new_tokens)
+                out = plan_generate(
+                    backend, prompt, negative, cards, max_new_tokens=args.max_new_tokens
+                )
+                parsed += out.api is not None
+                named = out.api.get("version_id") if out.api else None
+                grounded += named in {card.version_id for card in cards}
+                hits += named == truth
             latencies.append(time.perf_counter() - began)
             base_hits += cards[0].version_id == truth
         line = (
             f"{mode:8s} n={len(latencies)} p50 {statistics.median(latencies):.2f} s "
             f"p95 {pct(latencies, 0.95):.2f} s mean {statistics.fmean(latencies):.2f} s"
         )
+        n = len(prompts)
+        if mode == "generate":
+            line += f"  JSON {parsed / n:.2f}, id in candidates {grounded / n:.2f}"
+            line += f", version top-1 {hits / n:.3f} (before repair)"
         if mode == "rank":
-            n = len(prompts)
             line += f"  version top-1 {hits / n:.3f} (candidate order {base_hits / n:.3f})"
         print(line, flush=True)
 
