@@ -84,6 +84,8 @@ class AgentContext:
     """How the plan is made: LLM ranks candidates, LLM writes the JSON, or index top-1."""
     top_k: int = 8
     """How many retrieved cards the planner sees."""
+    rank_prior: float = 2.0
+    """Rank mode: weight of the retrieval prior, score = logprob - rank_prior * log(1 + rank)."""
     allow_nsfw: bool = False
     """Whether NSFW requests are served instead of declined."""
     generator: ImageGenerator | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from typing import Any
@@ -158,16 +159,21 @@ def plan_with(ctx: AgentContext, cons: Constraints, cards: list[ModelCard]) -> d
     try:
         if ctx.mode == "rank":
             ranked = planner.plan_rank(ctx.backend, cons.query, cons.negative_prompt, cards)
-            best = ranked.options[0]
-            ranking = [option.card.version_id for option in ranked.options]
+            options = sorted(
+                ranked.options,
+                key=lambda o: -(o.logprob - ctx.rank_prior * math.log1p(o.retrieval_rank)),
+            )
+            best = options[0]
+            ranking = [option.card.version_id for option in options]
             return {
                 "ranking": list(dict.fromkeys(ranking)),
                 "plan": best.api.model_dump(mode="json"),
                 "why": explain(
                     best.card,
                     cons,
-                    f"the planner ranked it first of {len(ranked.options)} options "
-                    f"(log-likelihood {best.logprob:.2f})",
+                    f"the planner ranked it first of {len(options)} options "
+                    f"(log-likelihood {best.logprob:.2f}, "
+                    f"retrieval rank {best.retrieval_rank + 1})",
                 ),
             }
         generated = planner.plan_generate(ctx.backend, cons.query, cons.negative_prompt, cards)

@@ -129,6 +129,7 @@ class DiffAgent:
             backend=backend,
             mode=cfg.mode,
             top_k=cfg.top_k,
+            rank_prior=cfg.rank_prior,
             allow_nsfw=cfg.allow_nsfw,
             generator=generator,
             scorer=scorer,

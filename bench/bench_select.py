@@ -5,7 +5,8 @@ Run (a few minutes with --limit 100 on 2 CPU cores):
     .venv/bin/python bench/bench_select.py --catalog /tmp/catalog-full --limit 100
 
 Prints, in one run, model top-1/top-5 and version top-1 for the retrieval-only baseline (the
-index's ranking), `rank` and `generate`; the hallucination rate of `generate` before repair and
+index's ranking), `rank` (LLM log-likelihood plus the retrieval prior), `rank-llm` (the LLM
+alone) and `generate`; the hallucination rate of `generate` before repair and
 after (0 by construction, checked here); and select latency p50/p95 per mode with the planner.
 """
 
@@ -57,7 +58,12 @@ def main() -> int:
     parser.add_argument("--generate-limit", type=int, help="fewer pairs for generate (slow)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=8)
-    parser.add_argument("--modes", default="retrieval,rank,generate")
+    parser.add_argument(
+        "--modes",
+        default="retrieval,rank,rank-llm,generate",
+        help="rank-llm is rank with --rank-prior 0 (the LLM's log-likelihood alone)",
+    )
+    parser.add_argument("--rank-prior", type=float, default=2.0)
     parser.add_argument("--planner", choices=["embedded", "openai"], default="embedded")
     parser.add_argument("--base-url")
     parser.add_argument("--adapter", type=Path)
@@ -77,8 +83,13 @@ def main() -> int:
     figures: dict[str, dict[str, float]] = {}
     for mode in modes:
         config = AgentConfig(
-            catalog_dir=args.catalog, mode=mode, planner=planner, top_k=args.top_k, ephemeral=True
-        )  # type: ignore[arg-type]
+            catalog_dir=args.catalog,
+            mode="rank" if mode == "rank-llm" else mode,  # type: ignore[arg-type]
+            planner=planner,
+            top_k=args.top_k,
+            rank_prior=0.0 if mode == "rank-llm" else args.rank_prior,
+            ephemeral=True,
+        )
         agent = DiffAgent.create(config, backend=backend, index=index)
         if backend is not None and mode != "retrieval":
             agent.select("warm-up prompt")  # loads the planner once, outside the timings

@@ -238,3 +238,11 @@ def test_missing_weights_become_a_note(tmp_path, index) -> None:
     turn = agent.reply(agent.new_session(), "photo portrait of an old man")
     assert turn.api is not None and turn.images == [] and turn.scores is None
     assert "download it from" in turn.reply
+
+
+@pytest.mark.parametrize(("prior", "expected"), [(0.0, "Watercolor LoRA"), (50.0, "CyberCity")])
+def test_rank_prior_weighs_retrieval_against_the_planner(tmp_path, index, prior, expected) -> None:
+    backend = ScriptedBackend(prefer=["Watercolor LoRA", "Watercolor LoRA"])
+    agent = make_agent(tmp_path, index, backend, rank_prior=prior, top_k=10)
+    turn = agent.reply(agent.new_session(), "neon cyberpunk city at night")
+    assert turn.api is not None and turn.api.model == expected
