@@ -67,6 +67,12 @@ def _agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-model", help="model name at the endpoint (with --planner openai)")
     parser.add_argument("--adapter", type=Path, help="PEFT adapter for the embedded planner")
     parser.add_argument("--top-k", type=int, default=8, help="retrieved cards the planner sees")
+    parser.add_argument(
+        "--rank-prior",
+        type=float,
+        default=2.0,
+        help="rank mode: weight of the retrieval order beside the LLM (0 = the LLM alone)",
+    )
     parser.add_argument("--allow-nsfw", action="store_true", help="serve NSFW requests")
 
 
@@ -86,6 +92,7 @@ def _create_agent(args: argparse.Namespace, *, ephemeral: bool, db: Path | None 
         mode=args.mode,
         planner=planner,
         top_k=args.top_k,
+        rank_prior=args.rank_prior,
         allow_nsfw=args.allow_nsfw,
         ephemeral=ephemeral,
         checkpoint_db=db,
