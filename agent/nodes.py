@@ -371,11 +371,18 @@ def answer_question(state: State) -> str:
     )
 
 
+_STOPWORDS = {"the", "and", "with", "for", "from", "into", "its", "his", "her", "very", "best"}
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2} - _STOPWORDS
+
+
 def explain(card: ModelCard, cons: Constraints, reason: str) -> str:
     """Why a card fits: the planner's reason plus the prompt terms its card shares."""
-    words = set(re.findall(r"[a-z0-9]+", cons.query.lower()))
+    words = _content_words(cons.query)
     terms = [t for t in [*card.trigger_words, *card.tags, *card.keywords] if t]
-    shared = [t for t in dict.fromkeys(terms) if set(re.findall(r"[a-z0-9]+", t.lower())) & words]
+    shared = [t for t in dict.fromkeys(terms) if _content_words(t) & words]
     text = f"It fits because {reason}"
     if shared:
         text += f"; its card shares your terms: {', '.join(shared[:6])}"
