@@ -53,7 +53,9 @@ def main() -> None:
     parser.add_argument("--catalog", type=Path, default=Path("/tmp/catalog-full"))
     parser.add_argument("--index-dir", type=Path, default=None)
     parser.add_argument("--splits", nargs="+", default=["val", "test"])
-    parser.add_argument("--limit", type=int, default=1000, help="Pairs per split (seeded sample).")
+    parser.add_argument(
+        "--limit", type=int, default=1000, help="Pairs per split (seeded sample; 0 = all)."
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
     args = parser.parse_args()
 
@@ -62,7 +64,7 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for split in args.splits:
         pairs = load_pairs(
-            args.catalog / "pairs" / f"{split}.jsonl", index.catalog, limit=args.limit
+            args.catalog / "pairs" / f"{split}.jsonl", index.catalog, limit=args.limit or None
         )
         prompts = [p for p, _ in pairs]
         truth = [t for _, t in pairs]

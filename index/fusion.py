@@ -19,8 +19,10 @@ class FusionWeights(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lexical: float = Field(default=0.8, ge=0.0, description="Weight of BM25 / max BM25.")
-    dense: float = Field(default=0.2, ge=0.0, description="Weight of min-max scaled cosine.")
+    # Defaults: the weights tuned on the full shared-crawl catalog's val split (docs/index.md),
+    # used where a catalog has no val split (the starter catalog).
+    lexical: float = Field(default=0.95, ge=0.0, description="Weight of BM25 / max BM25.")
+    dense: float = Field(default=0.05, ge=0.0, description="Weight of min-max scaled cosine.")
     popularity: float = Field(default=0.0, ge=0.0, description="Weight of log-downloads prior.")
     tuned_on: int = Field(default=0, description="Validation queries the weights were tuned on.")
     source_digest: str = Field(default="", description="Digest of the index + queries tuned on.")

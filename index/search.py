@@ -374,7 +374,8 @@ class CatalogIndex:
         if not path.is_file():
             return False
         pairs = load_pairs(path, self.catalog, limit=TUNING_QUERIES)
-        digest = _digest([index_digest, *(f"{p}:{v}" for p, v in pairs)])
+        config = json.dumps(self.embedding_function.get_config(), sort_keys=True)
+        digest = _digest([index_digest, config, *(f"{p}:{v}" for p, v in pairs)])
         if FusionWeights.load(self.index_dir / FUSION_FILE).source_digest == digest:
             return False
         self._lexical = None
