@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from diffagent.tools.api import DEFAULT_SIZE, STEPS_RANGE, BaseModelName, ModelType
+from diffagent.tools.api import DEFAULT_SIZE, SIZE_RANGE, STEPS_RANGE, BaseModelName, ModelType
 from diffagent.tools.samplers import CANONICAL_SAMPLERS
 
 Intent = Literal["image", "question", "nsfw", "empty"]
@@ -86,6 +86,8 @@ _ANOTHER_RE = re.compile(
 )
 _FASTER_RE = re.compile(r"\b(faster|quicker|speed it up|fewer steps|less steps)\b", re.I)
 _SLOWER_RE = re.compile(r"\b(slower|more steps|higher quality|more detail(ed)?)\b", re.I)
+_BIGGER_RE = re.compile(r"\b(bigger|larger|higher\s+res(olution)?|hi-?res|more pixels)\b", re.I)
+_SMALLER_RE = re.compile(r"\b(smaller|lower\s+res(olution)?|fewer pixels)\b", re.I)
 _WITHOUT_RE = re.compile(r"\b(?:without|no)\s+([a-z][a-z \-]{1,40}?)(?=[,.;!?]|$)", re.I)
 _ADD_RE = re.compile(r"^\s*(?:please\s+)?add\s+(.+?)\s*[.!]?$", re.IGNORECASE)
 
@@ -175,6 +177,8 @@ def understand(
         changes.append("another model")
         replan = True
     _apply_size(text, merged, changes, refinement)
+    if refinement:
+        _apply_scale(text, merged, changes, current_api)
     _apply_sampling(text, merged, changes, current_api)
     if refinement:
         _apply_content(text, merged, changes)
@@ -196,7 +200,16 @@ def _is_question(text: str) -> bool:
 def _any_refinement(text: str) -> bool:
     return any(
         pattern.search(text)
-        for pattern in (_SDXL_RE, _SD15_RE, _NO_LORA_RE, _ANOTHER_RE, _FASTER_RE, _SIZE_RE)
+        for pattern in (
+            _SDXL_RE,
+            _SD15_RE,
+            _NO_LORA_RE,
+            _ANOTHER_RE,
+            _FASTER_RE,
+            _SIZE_RE,
+            _BIGGER_RE,
+            _SMALLER_RE,
+        )
     ) or bool(re.search(r"\b(square|portrait|landscape)\b", text, re.I))
 
 
@@ -295,6 +308,27 @@ def _apply_size(text: str, merged: Constraints, changes: list[str], refinement: 
             merged.width = merged.height = None
             changes.append(aspect)
             return
+
+
+def _apply_scale(
+    text: str, merged: Constraints, changes: list[str], current_api: dict | None
+) -> None:
+    """'bigger'/'higher resolution' or 'smaller' scale the current size by 1.5 (x64 px)."""
+    if not current_api or not current_api.get("width") or not current_api.get("height"):
+        return
+    if _BIGGER_RE.search(text):
+        factor = 1.5
+    elif _SMALLER_RE.search(text):
+        factor = 1 / 1.5
+    else:
+        return
+    low, high = SIZE_RANGE.get(str(current_api.get("base_model")), (64, 2048))
+    width, height = (
+        min(high, max(low, round(int(current_api[key]) * factor / 64) * 64))
+        for key in ("width", "height")
+    )
+    merged.width, merged.height, merged.aspect = width, height, None
+    changes.append(f"size {width}x{height}")
 
 
 def _apply_sampling(

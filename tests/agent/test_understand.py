@@ -12,6 +12,8 @@ LAST = {
     "type": "Checkpoint",
     "base_model": "SD 1.5",
     "sampling_steps": 30,
+    "width": 512,
+    "height": 768,
 }
 
 
@@ -49,6 +51,8 @@ def test_explicit_constraints_in_the_first_message() -> None:
         ("use 40 steps", lambda c: c.steps == 40, False),
         ("768x512", lambda c: (c.width, c.height) == (768, 512), False),
         ("without people", lambda c: "people" in c.negative_prompt, False),
+        ("bigger", lambda c: (c.width, c.height) == (768, 1152), False),
+        ("smaller please", lambda c: (c.width, c.height) == (320, 512), False),
     ],
 )
 def test_refinements_change_only_what_they_name(message, check, replan) -> None:
