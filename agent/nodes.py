@@ -13,7 +13,12 @@ from diffagent.agent import planner
 from diffagent.agent.context import AgentContext
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints, understand
-from diffagent.agent.validate import Repair, api_from_card, validate_and_repair
+from diffagent.agent.validate import (
+    UNKNOWN_PARAMETER,
+    Repair,
+    api_from_card,
+    validate_and_repair,
+)
 from diffagent.index.cards import ModelCard
 from diffagent.paths import user_data_dir
 from diffagent.tools.api import T2IApi
@@ -342,16 +347,23 @@ def compose_reply(state: State, ctx: AgentContext) -> str:
     if state.changes and not state.replan:
         lines.append(f"Changed: {', '.join(state.changes)}")
     if state.repairs:
-        fixes = "; ".join(
-            f"{r['field']}: {r['before']} -> {r['after']} ({r['reason']})"
-            for r in state.repairs[:8]
-        )
+        # Values of unknown fields are untrusted planner text: the reply names the field only.
+        fixes = "; ".join(_describe_repair(r) for r in state.repairs[:8])
         lines.append(f"Repaired: {fixes}")
     if state.images:
         lines.append("Images: " + ", ".join(state.images))
     if state.scores and "unified" in state.scores:
         lines.append(f"Unified score: {state.scores['unified']:.3f}")
     return "\n\n".join([*notes, *lines])
+
+
+def _describe_repair(repair: dict[str, Any]) -> str:
+    """One repair for the reply; raw planner text (unknown fields, bad output) is not echoed."""
+    if repair["reason"] == UNKNOWN_PARAMETER:
+        return f"{repair['field']} ({UNKNOWN_PARAMETER})"
+    if repair["field"] == "api":
+        return f"planner output unusable -> {repair['after']} (the index's top card)"
+    return f"{repair['field']}: {repair['before']} -> {repair['after']} ({repair['reason']})"
 
 
 def answer_question(state: State) -> str:

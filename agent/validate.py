@@ -28,6 +28,7 @@ from diffagent.tools.samplers import DEFAULT_SAMPLER, normalize_sampler
 
 _KNOWN_FIELDS = set(T2IApi.model_fields)
 _AIR_VERSION_RE = re.compile(r"@(\d+)\s*$")
+UNKNOWN_PARAMETER = "unknown parameter, dropped"
 
 
 class Repair(BaseModel):
@@ -238,7 +239,7 @@ def _repair_fields(
             )
 
     for key in sorted(set(raw) - _KNOWN_FIELDS):
-        note(key, raw[key], None, f"unknown parameter; allowed: {', '.join(sorted(_KNOWN_FIELDS))}")
+        note(key, raw[key], None, UNKNOWN_PARAMETER)
 
     out: dict[str, Any] = {
         "model": card.name,
@@ -426,7 +427,8 @@ def _same_name(name: str, card: ModelCard) -> bool:
 
 def _with_trigger_words(prompt: str, card: ModelCard) -> str:
     """The prompt with the card's trigger words in front when it has none of them."""
-    triggers = [t.strip() for t in card.trigger_words if t.strip()][:2]
+    # Real trigger words are short; longer "triggers" are free text and stay out of the prompt.
+    triggers = [t.strip() for t in card.trigger_words if 0 < len(t.split()) <= 5][:2]
     if not triggers or any(t.lower() in prompt.lower() for t in triggers):
         return prompt
     return ", ".join([*triggers, prompt]) if prompt else ", ".join(triggers)
