@@ -4,8 +4,10 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SOURCES := diffagent index tools agent finetune ui
 PROMPT ?= a cute happy corgi, pixel art
+CRAWL ?= ../shared/data/civitai-models-2023-07.jsonl.gz
+CATALOG ?= /tmp/diffagent-catalog
 
-.PHONY: install demo test test-slow lint format typecheck bench starter clean
+.PHONY: install demo test test-slow lint format bench catalog starter clean
 
 install: $(VENV)/.installed
 
@@ -36,8 +38,27 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install
-	for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+# The full DABench catalog from the shared crawl (about a minute); benchmarks read it.
+catalog: install
+	test -f $(CATALOG)/cards.jsonl || $(BIN)/diffagent catalog build --civitai $(CRAWL) --out $(CATALOG)
+
+# Regenerate the packaged starter catalog (no real-person models, at most 500 cards).
+starter: install
+	$(BIN)/diffagent catalog build --civitai $(CRAWL) --exclude-poi --out $(CATALOG)-nopoi --quiet
+	$(BIN)/diffagent catalog starter --catalog $(CATALOG)-nopoi --out index/starter --max 500
+
+# Benchmarks print figures; the first index build of the full catalog embeds ~10k cards (minutes).
+bench: catalog
+	$(PY) bench/bench_catalog_build.py
+	$(BIN)/diffagent index build --catalog $(CATALOG)
+	$(PY) bench/bench_retrieval.py --catalog $(CATALOG)
+	$(PY) bench/bench_index_latency.py --catalog $(CATALOG)
+	$(PY) bench/bench_generate.py --kind sd15
+	$(PY) bench/bench_generate.py --kind sdxl
+	$(PY) bench/bench_scoring.py
+	$(PY) bench/bench_planner.py --catalog $(CATALOG) --limit 40
+	$(PY) bench/bench_select.py --catalog $(CATALOG) --limit 100 --generate-limit 20
+	$(PY) bench/bench_serve.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,55 +10,12 @@ from typing import Any
 
 import pytest
 
-from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
+from diffagent.index.cards import write_cards
 from diffagent.index.catalog import Catalog
 
+from ..fakes import FakeHit, FakeIndex, make_card
 
-def make_card(
-    version_id: int,
-    name: str,
-    *,
-    base: str = "SD 1.5",
-    kind: str = "Checkpoint",
-    tags: list[str] | None = None,
-    triggers: list[str] | None = None,
-    description: str = "",
-    downloads: int = 1000,
-    steps: int = 25,
-    cfg: float = 7.0,
-    sampler: str = "DPM++ 2M Karras",
-    size: tuple[int, int] | None = None,
-) -> ModelCard:
-    width, height = size or ((1024, 1024) if base == "SDXL 1.0" else (512, 768))
-    arch = "sdxl" if base == "SDXL 1.0" else "sd1"
-    return ModelCard(
-        version_id=version_id,
-        model_id=version_id // 10,
-        air=f"urn:air:{arch}:{kind.lower()}:civitai:{version_id // 10}@{version_id}",
-        name=name,
-        version_name="v1",
-        type=kind,  # type: ignore[arg-type]
-        base_model=base,  # type: ignore[arg-type]
-        trigger_words=triggers or [],
-        tags=tags or [],
-        keywords=[],
-        description=description or f"{name}: a {base} {kind.lower()} for {', '.join(tags or [])}.",
-        stats=CardStats(downloads=downloads, rating=4.5, rating_count=10),
-        file=CardFile(
-            name=f"{name.lower().replace(' ', '_')}.safetensors",
-            format="SafeTensor",
-            sha256=f"{version_id:064X}",
-            url=f"https://civitai.com/api/download/models/{version_id}",
-        ),
-        recommended=RecommendedParams(
-            width=width,
-            height=height,
-            sampling_method=sampler,
-            sampling_steps=steps,
-            cfg_scale=cfg,
-            lora_weight=0.7 if kind == "LORA" else None,
-        ),
-    )
+__all__ = ["CARDS", "FakeHit", "FakeIndex", "ScriptedBackend", "api_json", "make_card"]
 
 
 CARDS = [
@@ -132,57 +87,6 @@ CARDS = [
         4001, "XL Detail LoRA", base="SDXL 1.0", kind="LORA", tags=["detail"], downloads=10000
     ),
 ]
-
-
-@dataclass
-class FakeHit:
-    card: ModelCard
-    score: float
-    lexical_score: float | None = None
-    dense_score: float | None = None
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-@dataclass
-class FakeIndex:
-    """Lexical stand-in for CatalogIndex: tag/name word overlap, ties broken by downloads."""
-
-    catalog: Catalog
-
-    def _pool(self, base_model: str | None, model_type: str | None) -> list[ModelCard]:
-        return [
-            c
-            for c in self.catalog
-            if (base_model is None or c.base_model == base_model)
-            and (model_type is None or c.type == model_type)
-        ]
-
-    def query(
-        self,
-        text: str,
-        k: int = 10,
-        *,
-        base_model: str | None = None,
-        model_type: str | None = None,
-    ) -> list[FakeHit]:
-        words = _words(text)
-        scored = []
-        for card in self._pool(base_model, model_type):
-            doc = _words(" ".join([card.name, *card.tags, *card.trigger_words]))
-            scored.append(FakeHit(card, len(words & doc) + card.stats.downloads / 1e6))
-        return sorted(scored, key=lambda h: -h.score)[:k]
-
-    def nearest_by_name(
-        self, name: str, k: int = 5, *, base_model: str | None = None, model_type: str | None = None
-    ) -> list[FakeHit]:
-        scored = [
-            FakeHit(c, difflib.SequenceMatcher(None, name.lower(), c.name.lower()).ratio())
-            for c in self._pool(base_model, model_type)
-        ]
-        return sorted(scored, key=lambda h: -h.score)[:k]
 
 
 @dataclass

@@ -2,112 +2,68 @@
 
 from __future__ import annotations
 
-import difflib
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 
-from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
+from diffagent.index.cards import ModelCard, write_cards
 from diffagent.index.catalog import Catalog
 
+from ..fakes import FakeIndex, make_card
 
-def make_card(version_id: int, name: str, tags: list[str], base: str = "SD 1.5") -> ModelCard:
-    """A small but complete catalog card."""
-    arch, size = ("sdxl", 1024) if base == "SDXL 1.0" else ("sd1", 512)
-    return ModelCard(
-        version_id=version_id,
-        model_id=version_id // 10,
-        air=f"urn:air:{arch}:checkpoint:civitai:{version_id // 10}@{version_id}",
-        name=name,
-        version_name="v1",
-        type="Checkpoint",
-        base_model=base,  # type: ignore[arg-type]
-        tags=tags,
-        description=f"{name}: a {base} checkpoint for {', '.join(tags)}.",
-        stats=CardStats(downloads=version_id, rating=4.5, rating_count=10),
-        file=CardFile(
-            name=f"{name.lower().replace(' ', '_')}.safetensors",
-            format="SafeTensor",
-            sha256=f"{version_id:064X}",
-            url=f"https://civitai.com/api/download/models/{version_id}",
-        ),
-        recommended=RecommendedParams(
-            width=size,
-            height=size,
-            sampling_method="DPM++ 2M Karras",
-            sampling_steps=25,
-            cfg_scale=7.0,
-        ),
-    )
-
-
+SQUARE, SQUARE_XL = (512, 512), (1024, 1024)
 CARDS = [
-    make_card(1001, "RealVision", ["photorealistic", "photo", "portrait", "lighthouse"]),
-    make_card(1002, "AnimeMix", ["anime", "manga", "cat", "samurai"]),
-    make_card(1003, "PaintDream", ["painterly", "oil", "painting", "castle", "fantasy"]),
-    make_card(1004, "PixelPerfect", ["pixel", "art", "corgi", "retro"]),
-    make_card(1005, "InkWash", ["ink", "wash", "watercolor", "koi", "forest"]),
-    make_card(2001, "XL Photo", ["photorealistic", "photo", "cabin", "snow"], base="SDXL 1.0"),
-    make_card(2002, "XL Render", ["3d", "render", "astronaut", "digital"], base="SDXL 1.0"),
+    make_card(
+        1001,
+        "RealVision",
+        tags=["photorealistic", "photo", "portrait", "lighthouse"],
+        downloads=1001,
+        size=SQUARE,
+    ),
+    make_card(
+        1002, "AnimeMix", tags=["anime", "manga", "cat", "samurai"], downloads=1002, size=SQUARE
+    ),
+    make_card(
+        1003,
+        "PaintDream",
+        tags=["painterly", "oil", "painting", "castle", "fantasy"],
+        downloads=1003,
+        size=SQUARE,
+    ),
+    make_card(
+        1004, "PixelPerfect", tags=["pixel", "art", "corgi", "retro"], downloads=1004, size=SQUARE
+    ),
+    make_card(
+        1005,
+        "InkWash",
+        tags=["ink", "wash", "watercolor", "koi", "forest"],
+        downloads=1005,
+        size=SQUARE,
+    ),
+    make_card(
+        2001,
+        "XL Photo",
+        tags=["photorealistic", "photo", "cabin", "snow"],
+        base="SDXL 1.0",
+        downloads=2001,
+        size=SQUARE_XL,
+    ),
+    make_card(
+        2002,
+        "XL Render",
+        tags=["3d", "render", "astronaut", "digital"],
+        base="SDXL 1.0",
+        downloads=2002,
+        size=SQUARE_XL,
+    ),
 ]
-
-
-@dataclass
-class Hit:
-    card: ModelCard
-    score: float
-    lexical_score: float | None = None
-    dense_score: float | None = None
-
-
-@dataclass
-class WordIndex:
-    """A fast stand-in for CatalogIndex (word overlap), so interface tests need no embeddings."""
-
-    catalog: Catalog
-
-    def _pool(self, base_model: str | None, model_type: str | None) -> list[ModelCard]:
-        return [
-            card
-            for card in self.catalog
-            if base_model in (None, card.base_model) and model_type in (None, card.type)
-        ]
-
-    def query(
-        self,
-        text: str,
-        k: int = 10,
-        *,
-        base_model: str | None = None,
-        model_type: str | None = None,
-    ) -> list[Hit]:
-        words = set(re.findall(r"[a-z0-9]+", text.lower()))
-        hits = [
-            Hit(
-                card,
-                len(words & set(card.tags) | words & {card.name.lower()}) + 1e-6 * card.version_id,
-            )
-            for card in self._pool(base_model, model_type)
-        ]
-        return sorted(hits, key=lambda hit: -hit.score)[:k]
-
-    def nearest_by_name(
-        self, name: str, k: int = 5, *, base_model: str | None = None, model_type: str | None = None
-    ) -> list[Hit]:
-        hits = [
-            Hit(card, difflib.SequenceMatcher(None, name.lower(), card.name.lower()).ratio())
-            for card in self._pool(base_model, model_type)
-        ]
-        return sorted(hits, key=lambda hit: -hit.score)[:k]
 
 
 class ScriptedPlanner:
@@ -141,7 +97,7 @@ def build_agent(db_path: Path, *, scripted: bool = True) -> Any:
     if not (catalog_dir / "cards.jsonl").is_file():
         write_cards(CARDS, catalog_dir / "cards.jsonl")
     config = AgentConfig(catalog_dir=catalog_dir, checkpoint_db=db_path, mode="rank")
-    index = WordIndex(Catalog.load(catalog_dir))
+    index = FakeIndex(Catalog.load(catalog_dir))
     backend = ScriptedPlanner() if scripted else None
     return DiffAgent.create(config, backend=backend, index=index)
 
