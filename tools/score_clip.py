@@ -96,18 +96,25 @@ class ClipScorer:
             self._loaded = load_open_clip(self.arch, self.checkpoint, self.device)
         return self._loaded
 
-    @torch.no_grad()
     def cosines(self, prompt: str, images: Sequence[Image.Image]) -> list[float]:
         """Cosine similarity between the prompt and each image."""
         if not images:
             return []
-        model, preprocess, tokenizer = self._load()
-        pixels = torch.stack([preprocess(image) for image in images]).to(self.device)
-        text = tokenizer([prompt]).to(self.device)
-        image_features = model.encode_image(pixels, normalize=True)
-        text_features = model.encode_text(text, normalize=True)
-        return [float(value) for value in (image_features @ text_features.T).squeeze(-1).cpu()]
+        return open_clip_cosines(self._load(), prompt, images, self.device)
 
     def score(self, prompt: str, images: Sequence[Image.Image]) -> list[float]:
         """CLIP Score of each image for the prompt (paper Eq. 1)."""
         return [CLIP_WEIGHT * max(cos, 0.0) for cos in self.cosines(prompt, images)]
+
+
+@torch.no_grad()
+def open_clip_cosines(
+    loaded: tuple[Any, Any, Any], prompt: str, images: Sequence[Image.Image], device: str
+) -> list[float]:
+    """Cosine between one prompt and each image for a loaded (model, preprocess, tokenizer)."""
+    model, preprocess, tokenizer = loaded
+    pixels = torch.stack([preprocess(image) for image in images]).to(device)
+    text = tokenizer([prompt]).to(device)
+    image_features = model.encode_image(pixels, normalize=True)
+    text_features = model.encode_text(text, normalize=True)
+    return [float(value) for value in (image_features @ text_features.T).squeeze(-1).cpu()]

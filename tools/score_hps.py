@@ -18,7 +18,7 @@ import torchvision.transforms.functional as F
 from PIL import Image
 from torchvision import transforms
 
-from diffagent.tools.score_clip import load_open_clip
+from diffagent.tools.score_clip import load_open_clip, open_clip_cosines
 
 HPS_URLS = {
     "v2.0": "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2_compressed.pt",
@@ -104,14 +104,8 @@ class HpsScorer:
             )
         return self._loaded
 
-    @torch.no_grad()
     def score(self, prompt: str, images: Sequence[Image.Image]) -> list[float]:
-        """HPS of each image for the prompt."""
+        """HPS of each image for the prompt: the cosine of the HPS-tuned CLIP's embeddings."""
         if not images:
             return []
-        model, preprocess, tokenizer = self._load()
-        pixels = torch.stack([preprocess(image) for image in images]).to(self.device)
-        text = tokenizer([prompt]).to(self.device)
-        image_features = model.encode_image(pixels, normalize=True)
-        text_features = model.encode_text(text, normalize=True)
-        return [float(value) for value in (image_features @ text_features.T).squeeze(-1).cpu()]
+        return open_clip_cosines(self._load(), prompt, images, self.device)
