@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -298,7 +299,9 @@ def score_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     assert ctx.scorer is not None and state.api is not None
     images = [Image.open(path).convert("RGB") for path in state.images]
-    report = ctx.scorer.score(state.api["prompt"], images, seeds=ctx.seeds)
+    # The API is part of the cache key: the same prompt and seed under another API is another image.
+    api_key = json.dumps(state.api, sort_keys=True)
+    report = ctx.scorer.score(state.api["prompt"], images, api_key=api_key, seeds=ctx.seeds)
     scores = report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report)
     return {"scores": scores}
 
