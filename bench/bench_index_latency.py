@@ -9,11 +9,12 @@ card is copied with a new version id; each copy's embedding is the real one plus
 (sigma 0.025 per dimension, cosine to the original about 0.9, re-normalised) and its lexical
 document is the real one with 30% of the tokens dropped and 5 tokens drawn from the vocabulary
 added. The copies go through the same Chroma collection, BM25 index and query code as real cards;
-the expansion is cached under --work and rebuilt only when missing.
+the expansion is cached under --work and rebuilt only when missing or made with other BM25 terms
+(it always takes the real index's current fusion weights).
 
-Reported: end-to-end `CatalogIndex.query` time (prompt embedding + both channels + fusion), and
-the same without the prompt embedding (`query_with_vector`), over val prompts, unfiltered and
-with a base-model + type filter.
+Reported: end-to-end `CatalogIndex.query` time (prompt embedding, in a thread while BM25 scores,
++ both channels + fusion), and the same without the prompt embedding (`query_with_vector`), over
+val prompts, unfiltered and with a base-model + type filter.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from diffagent.index.cards import ModelCard
 from diffagent.index.catalog import Catalog
+from diffagent.index.lexical import CONFIG as LEXICAL_CONFIG
 from diffagent.index.lexical import LexicalIndex, tokenize
 from diffagent.index.search import (
     FUSION_FILE,
@@ -52,7 +55,7 @@ def expand(real: CatalogIndex, size: int, work: Path, seed: int = 0) -> CatalogI
     cards = sorted(real.catalog, key=lambda card: card.version_id)
     copies = -(-size // len(cards))
     catalog = Catalog(directory=work / "catalog")
-    expanded = []
+    expanded: list[ModelCard] = []
     for j in range(copies):
         for card in cards:
             if len(expanded) == size:
@@ -72,9 +75,12 @@ def expand(real: CatalogIndex, size: int, work: Path, seed: int = 0) -> CatalogI
         catalog.add(card)
     index_dir = work / f"index-{size}"
     ready = index_dir / MANIFEST_FILE
-    if ready.is_file() and IndexManifest.model_validate_json(ready.read_text()).cards == size:
-        index = CatalogIndex.from_catalog(catalog, index_dir, build=False)
-        return index
+    if ready.is_file():
+        manifest = IndexManifest.model_validate_json(ready.read_text())
+        if manifest.cards == size and manifest.lexical_digest == LEXICAL_CONFIG:
+            # The real index's current weights (they change when it is re-tuned).
+            shutil.copy(real.index_dir / FUSION_FILE, index_dir / FUSION_FILE)
+            return CatalogIndex.from_catalog(catalog, index_dir, build=False)
 
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.mkdir(parents=True)
@@ -115,7 +121,7 @@ def expand(real: CatalogIndex, size: int, work: Path, seed: int = 0) -> CatalogI
         collection.upsert(ids=batch[0], embeddings=batch[1], metadatas=batch[2])
     LexicalIndex.build(ids, docs).save(index_dir / LEXICAL_DIR)
     shutil.copy(real.index_dir / FUSION_FILE, index_dir / FUSION_FILE)
-    ready.write_text(IndexManifest(cards=size).model_dump_json())
+    ready.write_text(IndexManifest(cards=size, lexical_digest=LEXICAL_CONFIG).model_dump_json())
     return CatalogIndex.from_catalog(catalog, index_dir, build=False)
 
 

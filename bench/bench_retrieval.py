@@ -2,7 +2,9 @@
 
 Compares, in one run over the same card documents: the fused hybrid index (weights as tuned at
 build time on a sample of the val split), its dense channel alone (Chroma + MiniLM), its lexical
-channel alone (BM25), and a TF-IDF baseline (scikit-learn, cosine) over the lexical documents.
+channel alone (BM25), and a TF-IDF baseline (scikit-learn, cosine) over the lexical documents,
+with scikit-learn's word unigrams (`tfidf`) and, since the BM25 channel indexes adjacent-word
+bigrams too, with unigrams + bigrams (`tfidf12`).
 
     .venv/bin/python bench/bench_retrieval.py --catalog /tmp/catalog-full \
         --index-dir /tmp/search-bench/index-10k [--splits val test] [--limit 1000]
@@ -33,12 +35,12 @@ def recall(ranked: list[list[int]], truth: list[int]) -> dict[str, float]:
     }
 
 
-def tfidf_rank(index: CatalogIndex, prompts: list[str], k: int) -> list[list[int]]:
+def tfidf_rank(index: CatalogIndex, prompts: list[str], k: int, ngrams: int = 1) -> list[list[int]]:
     """TF-IDF baseline over the same lexical card documents (with the same train prompts)."""
     cards = list(index.catalog)
     ids = np.array([card.version_id for card in cards])
     evidence = train_prompts(index.catalog)
-    vectorizer = TfidfVectorizer(sublinear_tf=True)
+    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, ngrams))
     docs = vectorizer.fit_transform(
         [lexical_document(card, evidence.get(card.version_id, [])) for card in cards]
     )
@@ -77,12 +79,12 @@ def main() -> None:
         ]
         dense = [index.dense_only(v, 10) for v in vectors]
         lexical = [index.lexical_only(p, 10) for p in prompts]
-        tfidf = tfidf_rank(index, prompts, 10)
         results[split] = {
             "fused": recall(fused, truth),
             "dense": recall(dense, truth),
             "lexical": recall(lexical, truth),
-            "tfidf": recall(tfidf, truth),
+            "tfidf": recall(tfidf_rank(index, prompts, 10), truth),
+            "tfidf12": recall(tfidf_rank(index, prompts, 10, ngrams=2), truth),
         }
         print(f"\n{split}: {len(pairs)} pairs (prompt embedding {embed_s:.1f} s)")
         print(f"{'method':10s} " + " ".join(f"{f'R@{k}':>6s}" for k in KS))

@@ -1,4 +1,8 @@
-"""Lexical channel: an embedded BM25 index (bm25s sparse matrices) over card documents."""
+"""Lexical channel: an embedded BM25 index (bm25s sparse matrices) over card documents.
+
+Terms are word tokens plus adjacent-word bigrams ("red_kimono"); on the full catalog's val split
+bigrams raised BM25 Recall@1 from 0.440 to 0.457, and k1 1.6 / b 0.9 were best with them.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from bm25s.stopwords import STOPWORDS_EN
 _TOKEN = re.compile(r"[^\W_]+")
 _STOPWORDS = frozenset(STOPWORDS_EN)
 _IDS_FILE = "ids.npy"
+K1 = 1.6
+B = 0.9
+# Part of the index digest: changing how terms are made or scored rebuilds the BM25 index.
+CONFIG = f"terms=unigram+bigram;k1={K1};b={B}"
 _META_FILE = "lexical.json"
 
 
@@ -26,6 +34,12 @@ def tokenize(text: str) -> list[str]:
         for token in _TOKEN.findall(text.lower())
         if len(token) > 1 and token not in _STOPWORDS
     ]
+
+
+def terms(text: str) -> list[str]:
+    """BM25 terms of `text`: its tokens, then each adjacent pair joined by "_" (never a token)."""
+    tokens = tokenize(text)
+    return tokens + [f"{a}_{b}" for a, b in zip(tokens, tokens[1:], strict=False)]
 
 
 class LexicalIndex:
@@ -40,9 +54,9 @@ class LexicalIndex:
         """Index `documents` (one per id, same order)."""
         if len(ids) != len(documents):
             raise ValueError(f"{len(ids)} ids but {len(documents)} documents")
-        retriever = bm25s.BM25(k1=1.2, b=0.75)
+        retriever = bm25s.BM25(k1=K1, b=B)
         # An empty corpus or empty documents still index: bm25s adds an empty token.
-        retriever.index([tokenize(doc) for doc in documents], show_progress=False)
+        retriever.index([terms(doc) for doc in documents], show_progress=False)
         return cls(retriever, np.asarray(ids, dtype=np.int64))
 
     def save(self, directory: Path) -> None:
@@ -63,7 +77,7 @@ class LexicalIndex:
 
     def scores(self, text: str) -> np.ndarray:
         """BM25 score of every card for `text`, aligned with `self.ids` (zeros if no match)."""
-        token_ids = sorted(set(self.retriever.get_tokens_ids(tokenize(text))))
+        token_ids = sorted(set(self.retriever.get_tokens_ids(terms(text))))
         if not token_ids or len(self.ids) == 0:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self.retriever.get_scores(token_ids), dtype=np.float32)

@@ -9,6 +9,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ from diffagent.index.cards import ModelCard
 from diffagent.index.catalog import Catalog, starter_catalog_dir
 from diffagent.index.embeddings import MiniLMEmbeddingFunction
 from diffagent.index.fusion import (
+    FEATURES,
+    MODEL_GRID,
     FusionWeights,
     TuningQuery,
     candidate_features,
     fuse,
     tune,
 )
+from diffagent.index.lexical import CONFIG as LEXICAL_CONFIG
 from diffagent.index.lexical import LexicalIndex
 from diffagent.paths import user_data_dir
 from diffagent.tools.api import BASE_MODELS, MODEL_TYPES
@@ -182,6 +186,11 @@ class CatalogIndex:
         self._popularity = np.zeros(0, dtype=np.float32)
         self._present = np.zeros(0, dtype=bool)
         self._row: dict[int, int] = {}
+        # Rows grouped by model id: BM25 gathered in this order is max-reduced per model.
+        self._model_order = np.zeros(0, dtype=np.int64)
+        self._model_starts = np.zeros(0, dtype=np.int64)
+        self._model_group = np.zeros(0, dtype=np.int64)
+        self._executor: ThreadPoolExecutor | None = None
 
     # ----- opening and building -----
 
@@ -265,7 +274,10 @@ class CatalogIndex:
         hashes = [_doc_hash(card, doc) for card, doc in zip(cards, dense_docs, strict=True)]
         dense_digest = _digest(f"{c.version_id}:{h}" for c, h in zip(cards, hashes, strict=True))
         lexical_digest = _digest(
-            f"{c.version_id}:{doc}" for c, doc in zip(cards, lexical_docs, strict=True)
+            [
+                LEXICAL_CONFIG,
+                *(f"{c.version_id}:{doc}" for c, doc in zip(cards, lexical_docs, strict=True)),
+            ]
         )
         manifest = self._manifest() or IndexManifest()
         if manifest.format != INDEX_FORMAT:
@@ -358,6 +370,17 @@ class CatalogIndex:
         top = float(logs.max(initial=0.0))
         self._popularity = (logs / top if top > 0 else logs).astype(np.float32)
         self._row = {int(i): row for row, i in enumerate(lexical.ids)}
+        models = np.array([card.model_id if card else -1 - i for i, card in enumerate(cards)])
+        self._model_order = np.argsort(models, kind="stable")
+        sorted_models = models[self._model_order]
+        self._model_starts = np.flatnonzero(
+            np.r_[True, sorted_models[1:] != sorted_models[:-1]] if len(models) else []
+        )
+        self._model_group = np.zeros(len(models), dtype=np.int64)
+        if len(models):
+            self._model_group[self._model_order] = np.cumsum(
+                np.r_[False, sorted_models[1:] != sorted_models[:-1]]
+            )
 
     @property
     def lexical(self) -> LexicalIndex:
@@ -375,7 +398,8 @@ class CatalogIndex:
             return False
         pairs = load_pairs(path, self.catalog, limit=TUNING_QUERIES)
         config = json.dumps(self.embedding_function.get_config(), sort_keys=True)
-        digest = _digest([index_digest, config, *(f"{p}:{v}" for p, v in pairs)])
+        grid = f"features={FEATURES};model_grid={MODEL_GRID}"  # a new search space re-tunes
+        digest = _digest([index_digest, config, grid, *(f"{p}:{v}" for p, v in pairs)])
         if FusionWeights.load(self.index_dir / FUSION_FILE).source_digest == digest:
             return False
         self._lexical = None
@@ -423,34 +447,66 @@ class CatalogIndex:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
+    def _lexical_candidates(
+        self, text: str, n: int, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BM25 of every allowed card, its model's best BM25, and the top lexical rows.
+
+        The rows are the top n by BM25 and the top n by BM25 + model BM25, so that the sibling
+        versions of a well-matched model are candidates too.
+        """
+        lex_all = np.where(mask, self.lexical.scores(text), 0.0).astype(np.float32)
+        if len(lex_all):
+            best = np.maximum.reduceat(lex_all[self._model_order], self._model_starts)
+            model_all = best[self._model_group]
+        else:
+            model_all = np.zeros(0, dtype=np.float32)
+        joint = lex_all + model_all  # > 0 for every card of a model with a match
+        rows: np.ndarray = np.zeros(0, dtype=np.int64)
+        positive = int((joint > 0).sum())
+        if positive:
+            take = min(n, positive)
+            by_lex = np.argpartition(-lex_all, take - 1)[:take]
+            by_model = np.argpartition(-joint, take - 1)[:take]
+            rows = np.unique(np.r_[by_lex, by_model])
+            rows = rows[joint[rows] > 0]
+        return lex_all, model_all, rows
+
     def _candidates(
         self,
         text: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         k: int,
         base_model: str | None,
         model_type: str | None,
+        pending: Future[np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Both channels' top candidates: ids, features, raw BM25, cosine (NaN = absent)."""
+        """Both channels' top candidates: ids, features, raw BM25, cosine (NaN = absent).
+
+        The dense channel is skipped when both `vector` and `pending` (an embedding being
+        computed in another thread while BM25 scores) are None.
+        """
         n = max(MIN_CANDIDATES, 5 * k)
         mask = self._mask(base_model, model_type)
-        lex_all = np.where(mask, self.lexical.scores(text), 0.0).astype(np.float32)
-        positive = int((lex_all > 0).sum())
-        lex_rows: np.ndarray = np.zeros(0, dtype=np.int64)
-        if positive:
-            take = min(n, positive)
-            lex_rows = np.argpartition(-lex_all, take - 1)[:take]
-            lex_rows = lex_rows[lex_all[lex_rows] > 0]
-        dense = self._dense_candidates(vector, n, mask, base_model, model_type)
+        lex_all, model_all, lex_rows = self._lexical_candidates(text, n, mask)
+        if pending is not None:
+            vector = pending.result()
+        dense = (
+            {}
+            if vector is None
+            else self._dense_candidates(vector, n, mask, base_model, model_type)
+        )
         rows = [int(r) for r in lex_rows]
         seen = set(int(i) for i in self.lexical.ids[lex_rows])
         rows += [self._row[i] for i in dense if i not in seen and i in self._row]
         row_arr = np.asarray(rows, dtype=np.int64)
         ids = self.lexical.ids[row_arr] if len(row_arr) else np.zeros(0, dtype=np.int64)
         lex = lex_all[row_arr] if len(row_arr) else np.zeros(0, dtype=np.float32)
+        model = model_all[row_arr] if len(row_arr) else np.zeros(0, dtype=np.float32)
         cos = np.array([dense.get(int(i), np.nan) for i in ids], dtype=np.float32)
         pop = self._popularity[row_arr] if len(row_arr) else np.zeros(0, dtype=np.float32)
-        return ids, candidate_features(lex, cos, pop), lex, cos
+        top = float(lex_all.max(initial=0.0))
+        return ids, candidate_features(lex, cos, pop, model, lexical_max=top), lex, cos
 
     def _dense_candidates(
         self,
@@ -499,8 +555,19 @@ class CatalogIndex:
             raise ValueError(f"k must be at least 1, got {k}")
         base_model = normalize_filter(base_model, BASE_MODELS, "base model")
         model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
-        vector = self.embedding_function.embed_queries([text])[0]
-        return self.query_with_vector(text, vector, k, base_model=base_model, model_type=model_type)
+        pending = None
+        if self.weights.dense > 0:
+            # The prompt embedding (the slowest step) runs while BM25 scores the cards.
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+            pending = self._executor.submit(self._embed_query, text)
+        ids, features, lex, cos = self._candidates(
+            text, None, k, base_model, model_type, pending=pending
+        )
+        return self._hits(ids, features, lex, cos, k)
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        return np.asarray(self.embedding_function.embed_queries([text])[0], dtype=np.float32)
 
     def query_with_vector(
         self,
@@ -517,6 +584,12 @@ class CatalogIndex:
         base_model = normalize_filter(base_model, BASE_MODELS, "base model")
         model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
         ids, features, lex, cos = self._candidates(text, vector, k, base_model, model_type)
+        return self._hits(ids, features, lex, cos, k)
+
+    def _hits(
+        self, ids: np.ndarray, features: np.ndarray, lex: np.ndarray, cos: np.ndarray, k: int
+    ) -> list[SearchHit]:
+        """The top-k fused candidates as hits (ties: lower version id first)."""
         if not len(ids):
             return []
         fused = fuse(features, self.weights)

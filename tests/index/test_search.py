@@ -12,7 +12,7 @@ from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedPar
 from diffagent.index.catalog import Catalog, starter_catalog_dir
 from diffagent.index.embeddings import MiniLMEmbeddingFunction
 from diffagent.index.fusion import FusionWeights, TuningQuery, candidate_features, evaluate, tune
-from diffagent.index.lexical import tokenize
+from diffagent.index.lexical import terms, tokenize
 from diffagent.index.search import CatalogIndex, default_index_dir
 from diffagent.paths import user_data_dir
 from diffagent.ui.cli import main
@@ -431,3 +431,38 @@ def test_train_prompts_join_the_lexical_document_only(
     reopened = CatalogIndex.open(directory, embedding_function=embedding)
     hit = reopened.query("unicornfish", k=1)[0]
     assert hit.card.version_id == 108 and hit.lexical_score
+
+
+def test_terms_add_adjacent_word_bigrams() -> None:
+    assert terms("Red kimono, the girl") == [
+        "red",
+        "kimono",
+        "girl",
+        "red_kimono",
+        "kimono_girl",
+    ]
+
+
+def test_model_prior_ranks_sibling_versions_and_dense_is_skipped_at_weight_zero(
+    tmp_path: Path, embedding: CountingEmbedding
+) -> None:
+    cards = [
+        make_card(201, "Zebra Maker", model_id=7, keywords=["zebra stripes"]),
+        make_card(202, "Other Title", model_id=7),
+        make_card(203, "Unrelated", model_id=8, keywords=["teapot"]),
+    ]
+    index = CatalogIndex.open(
+        write_catalog(tmp_path, cards, val=False), embedding_function=embedding
+    )
+    index.weights = FusionWeights(lexical=1.0, dense=0.0, model=0.5)
+    before = embedding.texts
+    hits = index.query("zebra stripes", k=3)
+    assert [h.card.version_id for h in hits] == [201, 202]  # the sibling, not the unrelated card
+    assert hits[1].lexical_score == 0.0 and hits[1].score == pytest.approx(0.5)
+    assert all(h.dense_score is None for h in hits)
+    assert embedding.texts == before  # no prompt embedding when the dense weight is 0
+    index.weights = FusionWeights(lexical=1.0, dense=0.0, model=0.0)
+    scores = {h.card.version_id: h.score for h in index.query("zebra stripes", k=3)}
+    assert scores[201] == pytest.approx(1.0) and scores.get(202, 0.0) == 0.0
+    index.weights = FusionWeights(lexical=0.5, dense=0.5, model=0.0)
+    assert len(index.query("zebra stripes", k=3)) == 3 and embedding.texts == before + 1
