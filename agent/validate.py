@@ -431,7 +431,9 @@ def _with_trigger_words(prompt: str, card: ModelCard) -> str:
     triggers = [t.strip() for t in card.trigger_words if 0 < len(t.split()) <= 5][:2]
     if not triggers or any(t.lower() in prompt.lower() for t in triggers):
         return prompt
-    return ", ".join([*triggers, prompt]) if prompt else ", ".join(triggers)
+    # Civitai triggers are often comma lists that repeat a word ("zaum, a", "zaum, b").
+    words = dict.fromkeys(w.strip() for t in triggers for w in t.split(",") if w.strip())
+    return ", ".join([*words, prompt]) if prompt else ", ".join(words)
 
 
 def _join_negative(*parts: str, keep_out: str = "") -> str:

@@ -183,3 +183,21 @@ def test_negative_prompt_never_contradicts_the_prompt_and_lora_triggers_are_adde
     api = validate_and_repair({"model": "Ghibli Style"}, catalog, index, cons).api
     assert api.negative_prompt == "blurry"
     assert api.prompt.startswith("ghibli style") and "an anime castle" in api.prompt
+
+
+def test_comma_list_trigger_words_are_added_once_each(tmp_path) -> None:
+    from diffagent.index.cards import write_cards
+    from diffagent.index.catalog import Catalog
+
+    from ..fakes import make_card
+
+    card = make_card(
+        5001,
+        "Disco Style",
+        kind="LORA",
+        triggers=["zaum, elysiumchar, portrait", "zaum, elysiumscape, scenery"],
+    )
+    write_cards([card], tmp_path / "cards.jsonl")
+    cons = Constraints(prompt="a cabin in the snow")
+    api = validate_and_repair({"model": "Disco Style"}, Catalog.load(tmp_path), None, cons).api
+    assert api.prompt == "zaum, elysiumchar, portrait, elysiumscape, scenery, a cabin in the snow"
