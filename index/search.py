@@ -551,10 +551,7 @@ class CatalogIndex:
         model_type: str | None = None,
     ) -> list[SearchHit]:
         """Top-k cards for a prompt, best first, optionally filtered by base model and type."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        base_model = normalize_filter(base_model, BASE_MODELS, "base model")
-        model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
+        base_model, model_type = _checked_query_args(k, base_model, model_type)
         pending = None
         if self.weights.dense > 0:
             # The prompt embedding (the slowest step) runs while BM25 scores the cards.
@@ -579,10 +576,7 @@ class CatalogIndex:
         model_type: str | None = None,
     ) -> list[SearchHit]:
         """`query` with the prompt's embedding already computed (batch evaluation)."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        base_model = normalize_filter(base_model, BASE_MODELS, "base model")
-        model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
+        base_model, model_type = _checked_query_args(k, base_model, model_type)
         ids, features, lex, cos = self._candidates(text, vector, k, base_model, model_type)
         return self._hits(ids, features, lex, cos, k)
 
@@ -634,10 +628,7 @@ class CatalogIndex:
 
         For repairing a misspelled or invented model name; `lexical_score` is the name similarity.
         """
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        base_model = normalize_filter(base_model, BASE_MODELS, "base model")
-        model_type = normalize_filter(model_type, MODEL_TYPES, "model type")
+        base_model, model_type = _checked_query_args(k, base_model, model_type)
         vectorizer, matrix, ids = self._names()
         if not len(ids) or not name.strip():
             return []
@@ -708,3 +699,15 @@ def load_pairs(
     if limit is not None and len(pairs) > limit:
         pairs = random.Random(seed).sample(pairs, limit)
     return pairs
+
+
+def _checked_query_args(
+    k: int, base_model: str | None, model_type: str | None
+) -> tuple[str | None, str | None]:
+    """Validate k and normalise the metadata filters (one-line errors listing what is allowed)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return (
+        normalize_filter(base_model, BASE_MODELS, "base model"),
+        normalize_filter(model_type, MODEL_TYPES, "model type"),
+    )
