@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from diffagent.index.cards import ModelCard
+from diffagent.api import T2IApi
+from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog
-from diffagent.tools.api import T2IApi
 
 Mode = Literal["rank", "generate", "retrieval"]
 

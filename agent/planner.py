@@ -18,25 +18,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from diffagent.agent import prompts
-from diffagent.index.cards import ModelCard
-from diffagent.tools.api import (
-    CFG_RANGE,
-    CLIP_SKIP_RANGE,
-    DEFAULT_SIZE,
-    LORA_WEIGHT_RANGE,
-    SIZE_RANGE,
-    STEPS_RANGE,
-    CheckpointRef,
-    LoraRef,
-    T2IApi,
-)
-from diffagent.tools.samplers import DEFAULT_SAMPLER, normalize_sampler
-
-# Portrait and landscape sizes (about the base model's pixel budget) tried as rank variants.
-SIZE_VARIANTS: dict[str, tuple[tuple[int, int], ...]] = {
-    "SD 1.5": ((512, 512), (512, 768), (768, 512)),
-    "SDXL 1.0": ((1024, 1024), (832, 1216), (1216, 832)),
-}
+from diffagent.agent.card_api import card_api, recommended_size
+from diffagent.agent.understand import Constraints
+from diffagent.api import T2IApi
+from diffagent.base_models import BASE_MODELS
+from diffagent.cards import ModelCard
 
 
 class PlannerConfig(BaseModel):
@@ -209,18 +195,21 @@ def plan_rank(
     negative_prompt: str,
     candidates: list[ModelCard],
     *,
-    variant_cards: int = 1,
-    retrieval_weight: float = 0.5,
+    variant_cards: int = 0,
+    retrieval_weight: float = 0.0,
+    constraints: Constraints | None = None,
 ) -> RankResult:
-    """Score every candidate card's answer (then size variants of the best) and sort them.
+    """Score every candidate card's answer (and size variants of the best) and sort them.
 
     Options are sorted by `score` = logprob - retrieval_weight * ln(1 + retrieval rank): the
-    index's order (`candidates`) is a prior beside the LLM's p_i. Measured on 60 val prompts
-    with the stock SmolLM2 (8 TF-IDF candidates), version top-1 was 0.25 by p_i alone (weight
-    0), 0.42 at 0.5, against 0.40 for the index's first card; pass 0 to rank by the LLM alone
-    (e.g. with an RRHF-tuned adapter).
+    index's order (`candidates`) is a prior beside the LLM's p_i, applied here once: the agent
+    passes its configured `rank_prior` (2.0 was best for the untuned SmolLM2 on 100 held-out val
+    prompts); the default 0 ranks by the LLM alone (e.g. with an RRHF-tuned adapter). `variant_cards` > 0 also
+    scores the other aspect sizes of the best cards; off by default so that every mode gives a
+    card the same parameters.
     """
     _check_inputs(prompt, candidates)
+    cons = constraints or Constraints(prompt=prompt, negative_prompt=negative_prompt)
     if retrieval_weight < 0:
         raise ValueError(f"retrieval_weight must be >= 0, got {retrieval_weight}")
     started = time.perf_counter()
@@ -240,7 +229,7 @@ def plan_rank(
     variants: list[tuple[int, tuple[int, int], str]] = []
     for _, (rank, size, _) in best:
         card = candidates[rank]
-        for other in SIZE_VARIANTS[card.base_model]:
+        for other in BASE_MODELS[card.base_model].aspect_sizes.values():
             if other != size:
                 variants.append((rank, other, prompts.render_rank_candidate(card, *other)))
     if variants:
@@ -252,8 +241,7 @@ def plan_rank(
         RankedOption(
             api=card_api(
                 candidates[rank],
-                prompt,
-                negative_prompt,
+                cons,
                 size=size,
                 checkpoint=checkpoints.get(candidates[rank].base_model),
             ),
@@ -283,73 +271,3 @@ def _best_checkpoints(order: list[int], candidates: list[ModelCard]) -> dict[str
         if card.type == "Checkpoint":
             best.setdefault(card.base_model, card)
     return best
-
-
-def recommended_size(card: ModelCard) -> tuple[int, int]:
-    """The card's recommended size, snapped to multiples of 8 inside the base model's range."""
-    low, high = SIZE_RANGE[card.base_model]
-    default = DEFAULT_SIZE[card.base_model]
-    sizes = []
-    for value, fallback in zip(
-        (card.recommended.width, card.recommended.height), default, strict=True
-    ):
-        snapped = round(value / 8) * 8 if value else fallback
-        sizes.append(min(high, max(low, snapped)))
-    return sizes[0], sizes[1]
-
-
-def _clamp(value: float, bounds: tuple[float, float]) -> float:
-    return min(bounds[1], max(bounds[0], value))
-
-
-def card_api(
-    card: ModelCard,
-    prompt: str,
-    negative_prompt: str,
-    *,
-    size: tuple[int, int] | None = None,
-    checkpoint: ModelCard | None = None,
-) -> T2IApi:
-    """A valid T2I API from a card's recommended parameters (out-of-range values clamped).
-
-    A LoRA card becomes the LoRA at its typical weight on `checkpoint` (None when unknown).
-    """
-    rec = card.recommended
-    width, height = size or recommended_size(card)
-    sampler = normalize_sampler(rec.sampling_method) or DEFAULT_SAMPLER
-    clip_skip = int(_clamp(rec.clip_skip, CLIP_SKIP_RANGE)) if rec.clip_skip is not None else None
-    loras: list[LoraRef] = []
-    checkpoint_ref = None
-    if card.type == "LORA":
-        weight = _clamp(rec.lora_weight if rec.lora_weight is not None else 0.8, LORA_WEIGHT_RANGE)
-        loras.append(
-            LoraRef(
-                version_id=card.version_id,
-                name=card.display_name,
-                weight=weight,
-                base_model=card.base_model,
-            )
-        )
-        if checkpoint is not None and checkpoint.base_model == card.base_model:
-            checkpoint_ref = CheckpointRef(
-                version_id=checkpoint.version_id, name=checkpoint.display_name
-            )
-    return T2IApi(
-        model=card.display_name,
-        type=card.type,
-        base_model=card.base_model,
-        width=width,
-        height=height,
-        sampling_method=sampler,
-        sampling_steps=int(_clamp(rec.sampling_steps, STEPS_RANGE)),
-        cfg_scale=float(_clamp(rec.cfg_scale, CFG_RANGE)),
-        model_description=card.description,
-        model_id=card.model_id,
-        version_id=card.version_id,
-        air=card.air,
-        checkpoint=checkpoint_ref,
-        loras=loras,
-        prompt=prompt,
-        negative_prompt=negative_prompt or rec.negative_prompt,
-        clip_skip=clip_skip,
-    )

@@ -11,9 +11,10 @@ import json
 import re
 from typing import Any
 
-from diffagent.index.cards import ModelCard
-from diffagent.tools.api import BASE_MODELS, CFG_RANGE, MODEL_TYPES, STEPS_RANGE, T2IApi
-from diffagent.tools.samplers import CANONICAL_SAMPLERS
+from diffagent.api import T2IApi
+from diffagent.base_models import BASE_MODELS, CFG_RANGE, MODEL_TYPES, STEPS_RANGE
+from diffagent.cards import ModelCard
+from diffagent.samplers import CANONICAL_SAMPLERS
 
 # Fields the paper's API JSON has (model_description last: long, optional for us) plus the id
 # that grounds the choice in the catalog.

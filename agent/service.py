@@ -15,12 +15,11 @@ from pydantic import BaseModel, Field
 from diffagent.agent.config import AgentConfig
 from diffagent.agent.context import AgentContext, CardIndex
 from diffagent.agent.graph import build_graph
-from diffagent.agent.nodes import plan_with, retrieve, validate_plan
-from diffagent.agent.understand import MAX_PROMPT_CHARS, Constraints
+from diffagent.agent.understand import MAX_PROMPT_CHARS
 from diffagent.agent.validate import Repair
-from diffagent.index.cards import ModelCard
+from diffagent.api import T2IApi
+from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog
-from diffagent.tools.api import T2IApi
 from diffagent.tools.exports import all_exports
 
 __all__ = [
@@ -92,6 +91,7 @@ class DiffAgent:
             self._conn.commit()
             checkpointer = SqliteSaver(self._conn)
         self.graph = build_graph(checkpointer)
+        self._select_graph = build_graph(None)
 
     @classmethod
     def create(
@@ -196,41 +196,30 @@ class DiffAgent:
         return [dict(m) for m in snapshot.values.get("messages", [])]
 
     def select(self, prompt: str, negative_prompt: str = "") -> SelectResult:
-        """Choose an API for one prompt, without a conversation (batch selection, benchmarks)."""
+        """Choose an API for one prompt, without a conversation (batch selection, benchmarks).
+
+        Runs the same compiled graph as a chat turn, on a throwaway in-memory thread.
+        """
         start = time.perf_counter()
-        cons = Constraints(
-            prompt=prompt.strip()[:MAX_PROMPT_CHARS], negative_prompt=negative_prompt.strip()
-        )
+        request = {"prompt": prompt.strip()[:MAX_PROMPT_CHARS], "negative_prompt": negative_prompt}
         with self._lock:
-            cards = retrieve(self.context, cons) if cons.prompt else []
-            if not cards:
-                return SelectResult(
-                    api=None,
-                    card=None,
-                    plan_error="empty prompt or no matching card",
-                    latency_ms=(time.perf_counter() - start) * 1000,
-                )
-            planned = plan_with(self.context, cons, cards)
-            update = validate_plan(
-                self.context,
-                cons,
-                planned.get("plan"),
-                planned.get("plan_raw", ""),
-                planned.get("plan_error"),
-                [c.version_id for c in cards],
+            state = self._select_graph.invoke(
+                {"messages": [{"role": "user", "content": request["prompt"]}], "request": request},
+                {"configurable": {"thread_id": uuid.uuid4().hex}},
+                context=self.context,
             )
-        api = T2IApi.model_validate(update["api"]) if update.get("api") else None
+        api = T2IApi.model_validate(state["api"]) if state.get("api") else None
         card = self.context.catalog.get(api.version_id) if api and api.version_id else None
-        ranking = list(planned.get("ranking") or [c.version_id for c in cards])
-        if card is not None:
-            ranking = [card.version_id, *[v for v in ranking if v != card.version_id]]
+        error = state.get("plan_error")
+        if api is None:
+            error = error or "empty prompt or no matching card"
         return SelectResult(
             api=api,
             card=card,
-            repairs=[Repair.model_validate(r) for r in update.get("repairs", [])],
-            hallucinated=bool(update.get("hallucinated")),
-            ranking=ranking,
-            plan_error=planned.get("plan_error"),
+            repairs=[Repair.model_validate(r) for r in state.get("repairs", [])],
+            hallucinated=bool(state.get("hallucinated")),
+            ranking=list(state.get("ranking") or []),
+            plan_error=error,
             latency_ms=(time.perf_counter() - start) * 1000,
         )
 

@@ -13,6 +13,9 @@ class InputState:
 
     messages: Annotated[list[dict[str, str]], operator.add] = field(default_factory=list)
     """The conversation, {"role": "user"|"assistant", "content": str} dicts; a turn adds one."""
+    request: dict[str, str] | None = None
+    """A one-shot request {"prompt", "negative_prompt"} (batch selection): it becomes the
+    constraints as is, without reading the message for refinements, questions or declines."""
 
 
 @dataclass
@@ -40,6 +43,12 @@ class State(InputState):
     """The planner's raw text (generate mode), for inspection."""
     plan_error: str | None = None
     """Why the planner's output could not be used, when it could not."""
+    plan_source: str = ""
+    """Where the plan came from: "planner", "index" (top card), "kept" (last API), or ""."""
+    reason: str = ""
+    """Why the planner chose its card, as a phrase; validation explains the final card with it."""
+    ranking: list[int] = field(default_factory=list)
+    """Version ids of the candidates in the planner's order, the chosen card first."""
     why: str = ""
     """Why the card was chosen, in words."""
     api: dict[str, Any] | None = None

@@ -7,19 +7,19 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from diffagent.tools.api import DEFAULT_SIZE, SIZE_RANGE, STEPS_RANGE, BaseModelName, ModelType
-from diffagent.tools.samplers import CANONICAL_SAMPLERS
+from diffagent.base_models import (
+    BASE_MODELS,
+    DEFAULT_BASE_MODEL,
+    STEPS_RANGE,
+    BaseModelName,
+    ModelType,
+)
+from diffagent.samplers import CANONICAL_SAMPLERS
 
 Intent = Literal["image", "question", "nsfw", "empty"]
 
 MAX_PROMPT_CHARS = 2000
 """Longer messages are cut to this many characters before retrieval and planning."""
-
-# Sizes per base model and aspect (multiples of 64, the sizes the models were trained near).
-ASPECT_SIZES: dict[str, dict[str, tuple[int, int]]] = {
-    "SD 1.5": {"square": (512, 512), "portrait": (512, 768), "landscape": (768, 512)},
-    "SDXL 1.0": {"square": (1024, 1024), "portrait": (832, 1216), "landscape": (1216, 832)},
-}
 
 # Style words a user may ask for, mapped to the term added to the prompt and the query.
 _STYLES: dict[str, str] = {
@@ -322,7 +322,8 @@ def _apply_scale(
         factor = 1 / 1.5
     else:
         return
-    low, high = SIZE_RANGE.get(str(current_api.get("base_model")), (64, 2048))
+    spec = BASE_MODELS.get(str(current_api.get("base_model"))) or BASE_MODELS[DEFAULT_BASE_MODEL]
+    low, high = spec.size_range
     width, height = (
         min(high, max(low, round(int(current_api[key]) * factor / 64) * 64))
         for key in ("width", "height")
@@ -380,5 +381,6 @@ def target_size(constraints: Constraints, base_model: str) -> tuple[int, int] | 
     if constraints.width is not None and constraints.height is not None:
         return constraints.width, constraints.height
     if constraints.aspect is not None:
-        return ASPECT_SIZES.get(base_model, {}).get(constraints.aspect, DEFAULT_SIZE["SD 1.5"])
+        spec = BASE_MODELS.get(base_model) or BASE_MODELS[DEFAULT_BASE_MODEL]
+        return spec.aspect_sizes[constraints.aspect]
     return None

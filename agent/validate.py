@@ -9,22 +9,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from diffagent.agent.card_api import card_api, card_params, join_negative, with_trigger_words
 from diffagent.agent.context import CardIndex
 from diffagent.agent.understand import Constraints, target_size
-from diffagent.index.cards import ModelCard
-from diffagent.index.catalog import Catalog
-from diffagent.tools.api import (
+from diffagent.api import CheckpointRef, LoraRef, T2IApi
+from diffagent.base_models import (
+    BASE_MODELS,
     CFG_RANGE,
     CLIP_SKIP_RANGE,
-    DEFAULT_SIZE,
     LORA_WEIGHT_RANGE,
-    SIZE_RANGE,
     STEPS_RANGE,
-    CheckpointRef,
-    LoraRef,
-    T2IApi,
+    is_valid_size,
 )
-from diffagent.tools.samplers import DEFAULT_SAMPLER, normalize_sampler
+from diffagent.cards import ModelCard
+from diffagent.index.catalog import Catalog
+from diffagent.samplers import normalize_sampler
 
 _KNOWN_FIELDS = set(T2IApi.model_fields)
 _AIR_VERSION_RE = re.compile(r"@(\d+)\s*$")
@@ -81,17 +80,10 @@ def validate_and_repair(
     try:
         result = T2IApi.model_validate(fixed)
     except ValidationError as error:  # a combination the field checks let through
-        fallback = api_from_card(card, cons)
+        fallback = card_api(card, cons)
         repairs.append(Repair(field="api", before=_short(fixed), after=None, reason=str(error)))
         result = fallback
     return ValidationResult(api=result, card=card, repairs=repairs, hallucinated=hallucinated)
-
-
-def api_from_card(card: ModelCard, constraints: Constraints | None = None) -> T2IApi:
-    """The card's recommended API, with the constraints' explicit values applied."""
-    cons = constraints or Constraints()
-    raw = _repair_fields({}, card, None, cons, [])
-    return T2IApi.model_validate(raw)
 
 
 def _resolve_card(
@@ -229,7 +221,7 @@ def _repair_fields(
     repairs: list[Repair],
 ) -> dict[str, Any]:
     """Every T2IApi field, taken from `raw` when valid, else from the card; constraints last."""
-    rec = card.recommended
+    rec = card_params(card)
     base = card.base_model
 
     def note(field: str, before: Any, after: Any, reason: str) -> None:
@@ -259,48 +251,47 @@ def _repair_fields(
         ):
             note(key, before, out[key], f"taken from the catalog card {card.display_name!r}")
 
-    default_w, default_h = _valid_size(rec.width, rec.height, base) or DEFAULT_SIZE[base]
     size = _valid_size(raw.get("width"), raw.get("height"), base)
     if size is None:
-        size = (default_w, default_h)
+        size = (rec.width, rec.height)
         if "width" in raw or "height" in raw:
             note(
                 "size",
                 f"{raw.get('width')}x{raw.get('height')}",
                 f"{size[0]}x{size[1]}",
-                f"not a valid {base} size (multiples of 8 in {SIZE_RANGE[base]})",
+                f"not a valid {base} size (multiples of 8 in {BASE_MODELS[base].size_range})",
             )
     wanted = target_size(cons, base)
     if wanted is not None:
         size = _valid_size(wanted[0], wanted[1], base) or size
     out["width"], out["height"] = size
 
-    rec_sampler = normalize_sampler(rec.sampling_method) or DEFAULT_SAMPLER
+    rec_sampler = rec.sampling_method
     sampler = normalize_sampler(str(raw["sampling_method"])) if raw.get("sampling_method") else None
     if sampler is None:
         note("sampling_method", raw.get("sampling_method"), rec_sampler, "unknown sampler")
     out["sampling_method"] = cons.sampler or sampler or rec_sampler
 
-    rec_steps = _in_range(rec.sampling_steps, STEPS_RANGE, int) or 25
+    rec_steps = rec.sampling_steps
     steps = _in_range(raw.get("sampling_steps"), STEPS_RANGE, int)
     if steps is None:
         note("sampling_steps", raw.get("sampling_steps"), rec_steps, f"outside {STEPS_RANGE}")
     out["sampling_steps"] = _in_range(cons.steps, STEPS_RANGE, int) or steps or rec_steps
 
-    rec_cfg = _in_range(rec.cfg_scale, CFG_RANGE, float) or 7.0
+    rec_cfg = rec.cfg_scale
     cfg = _in_range(raw.get("cfg_scale"), CFG_RANGE, float)
     if cfg is None:
         note("cfg_scale", raw.get("cfg_scale"), rec_cfg, f"outside {CFG_RANGE}")
     out["cfg_scale"] = _in_range(cons.cfg_scale, CFG_RANGE, float) or cfg or rec_cfg
 
-    rec_clip = _in_range(rec.clip_skip, CLIP_SKIP_RANGE, int)
+    rec_clip = rec.clip_skip
     clip = _in_range(raw.get("clip_skip"), CLIP_SKIP_RANGE, int)
     if clip is None and raw.get("clip_skip") is not None:
         note("clip_skip", raw.get("clip_skip"), rec_clip, f"outside {CLIP_SKIP_RANGE}")
     out["clip_skip"] = clip if clip is not None else rec_clip
 
-    out["prompt"] = _with_trigger_words(cons.query or str(raw.get("prompt") or ""), card)
-    out["negative_prompt"] = _join_negative(
+    out["prompt"] = with_trigger_words(cons.query or str(raw.get("prompt") or ""), card)
+    out["negative_prompt"] = join_negative(
         cons.negative_prompt,
         str(raw.get("negative_prompt") or rec.negative_prompt or ""),
         keep_out=out["prompt"],
@@ -319,7 +310,7 @@ def _repair_resources(
     loras: list[dict[str, Any]] = []
     checkpoint: dict[str, Any] | None = None
     if card.type == "LORA":
-        weight = _in_range(card.recommended.lora_weight, LORA_WEIGHT_RANGE, float) or 0.8
+        weight = card_params(card).lora_weight
         own = next(
             (
                 lo
@@ -384,7 +375,7 @@ def _resolve_lora(item: Any, card: ModelCard, catalog: Catalog | None) -> dict[s
         return None
     weight = _in_range(item.get("weight"), LORA_WEIGHT_RANGE, float)
     if weight is None:
-        weight = _in_range(found.recommended.lora_weight, LORA_WEIGHT_RANGE, float) or 0.8
+        weight = card_params(found).lora_weight
     return LoraRef(
         version_id=found.version_id, name=found.name, weight=weight, base_model=found.base_model
     ).model_dump()
@@ -392,12 +383,7 @@ def _resolve_lora(item: Any, card: ModelCard, catalog: Catalog | None) -> dict[s
 
 def _valid_size(width: Any, height: Any, base: str) -> tuple[int, int] | None:
     w, h = _as_int(width), _as_int(height)
-    low, high = SIZE_RANGE[base]
-    if w is None or h is None or not (low <= w <= high and low <= h <= high):
-        return None
-    if w % 8 or h % 8:
-        return None
-    return w, h
+    return (w, h) if is_valid_size(w, h, base) else None
 
 
 def _in_range(value: Any, bounds: tuple[Any, Any], kind: type) -> Any:
@@ -423,32 +409,6 @@ def _as_int(value: Any) -> int | None:
 def _same_name(name: str, card: ModelCard) -> bool:
     lower = name.strip().lower()
     return lower in {card.name.lower(), card.display_name.lower()}
-
-
-def _with_trigger_words(prompt: str, card: ModelCard) -> str:
-    """The prompt with the card's trigger words in front when it has none of them."""
-    # Real trigger words are short; longer "triggers" are free text and stay out of the prompt.
-    triggers = [t.strip() for t in card.trigger_words if 0 < len(t.split()) <= 5][:2]
-    if not triggers or any(t.lower() in prompt.lower() for t in triggers):
-        return prompt
-    # Civitai triggers are often comma lists that repeat a word ("zaum, a", "zaum, b").
-    words = dict.fromkeys(w.strip() for t in triggers for w in t.split(",") if w.strip())
-    return ", ".join([*words, prompt]) if prompt else ", ".join(words)
-
-
-def _join_negative(*parts: str, keep_out: str = "") -> str:
-    """Negative prompt items, deduplicated, without the ones the prompt asks for ("anime")."""
-    asked = set(re.findall(r"[a-z0-9]+", keep_out.lower()))
-    seen: list[str] = []
-    for part in parts:
-        for item in (p.strip() for p in part.split(",")):
-            bare = re.sub(r"[()\[\]]|:[\d.]+", "", item).strip().lower()
-            if not item or item.lower() in {s.lower() for s in seen}:
-                continue
-            if bare and " " not in bare and bare in asked:
-                continue  # a one-word negative the user asked for in the prompt
-            seen.append(item)
-    return ", ".join(seen)
 
 
 def _short(value: Any) -> str | None:

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffagent.index.build import BuildConfig, build_catalog, format_stats, write_catalog
+from diffagent.index.builder.build import BuildConfig, build_catalog, format_stats, write_catalog
 from diffagent.paths import civitai_crawl
 
 

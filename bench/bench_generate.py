@@ -35,10 +35,10 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
-    from diffagent.index.cards import read_cards
-    from diffagent.tools.api import T2IApi
+    from diffagent.api import T2IApi
+    from diffagent.cards import read_cards
     from diffagent.tools.generate import GenerationConfig, Generator, diffusers_clip_skip
-    from diffagent.tools.tiny import make_tiny_weights
+    from diffagent.tools.testing.tiny import make_tiny_weights
 
     folder = args.weights or Path(tempfile.mkdtemp(prefix="bench-generate-"))
     if not (folder / "cards.jsonl").is_file():
@@ -93,8 +93,8 @@ def main() -> None:
     if importlib.util.find_spec("diffagent.tools.scoring") is None:
         print("scoring: diffagent.tools.scoring not present, skipped")
         return
-    from diffagent.tools.score_tiny import make_tiny_scorer_weights
     from diffagent.tools.scoring import ScoringConfig, UnifiedScorer
+    from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
 
     scorer = UnifiedScorer(ScoringConfig.from_tiny(make_tiny_scorer_weights(folder)))
     scorer.score(api.prompt, images)  # load + warm-up

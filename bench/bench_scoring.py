@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffagent.tools.score_tiny import make_tiny_scorer_weights
 from diffagent.tools.scoring import ScoringConfig, UnifiedScorer
+from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
 
 PROMPT = "a cute happy corgi, pixel art"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from diffagent.index.cards import ModelCard, read_cards
+from diffagent.cards import ModelCard, read_cards
 
 CARDS_FILE = "cards.jsonl"
 

@@ -6,7 +6,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedParams
+from diffagent.cards import CardFile, CardStats, ModelCard, RecommendedParams
 from diffagent.index.catalog import Catalog
 
 

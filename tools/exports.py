@@ -11,7 +11,8 @@ import json
 import re
 from typing import Any, Literal
 
-from diffagent.tools.api import T2IApi
+from diffagent.api import T2IApi
+from diffagent.base_models import base_model_spec
 from diffagent.tools.generate import diffusers_clip_skip
 from diffagent.tools.prompt_embeds import strip_extra_networks
 from diffagent.tools.schedulers import scheduler_spec
@@ -176,9 +177,7 @@ def to_comfyui_workflow(api: T2IApi, files: dict[int, str] | None = None) -> dic
 def to_diffusers_code(api: T2IApi, files: dict[int, str] | None = None) -> str:
     """The API as a runnable diffusers Python script (weights read from the current folder)."""
     spec = scheduler_spec(api.sampling_method)
-    pipeline = (
-        "StableDiffusionXLPipeline" if api.base_model == "SDXL 1.0" else "StableDiffusionPipeline"
-    )
+    pipeline = base_model_spec(api.base_model).pipeline_class
     extra = "".join(f", {key}={value!r}" for key, value in spec.config.items())
     lines = [
         f"# {api.model} ({api.base_model}), sampler {api.sampling_method!r}",

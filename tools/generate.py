@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from diffagent.index.cards import ModelCard
-from diffagent.tools.api import T2IApi
+from diffagent.api import T2IApi
+from diffagent.base_models import base_model_spec
+from diffagent.cards import ModelCard
 from diffagent.tools.prompt_embeds import encode_prompts
 from diffagent.tools.schedulers import make_scheduler, scheduler_spec
 from diffagent.tools.store import MatchMode, ModelStore
@@ -181,9 +182,10 @@ class Generator:
         dtype = resolve_dtype(self.config.dtype, device)
         if dtype == torch.float32:
             dtype = None  # already float32: skip diffusers' cast (and its upcast warning)
-        pipeline_class = (
-            StableDiffusionXLPipeline if base_model == "SDXL 1.0" else StableDiffusionPipeline
-        )
+        classes = {
+            cls.__name__: cls for cls in (StableDiffusionPipeline, StableDiffusionXLPipeline)
+        }
+        pipeline_class = classes[base_model_spec(base_model).pipeline_class]
         if path.is_dir():
             pipe = pipeline_class.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
         else:

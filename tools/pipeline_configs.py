@@ -14,9 +14,10 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from diffagent.base_models import BASE_MODELS
 from diffagent.paths import user_data_dir
 
-PACKAGED_CONFIGS: dict[str, str] = {"SD 1.5": "sd15", "SDXL 1.0": "sdxl"}
+PACKAGED_CONFIGS: dict[str, str] = {name: spec.config_folder for name, spec in BASE_MODELS.items()}
 _N_MERGES = 49152 - 256 - 2  # CLIP's merge count, as in open_clip's SimpleTokenizer
 
 

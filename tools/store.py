@@ -15,7 +15,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from diffagent.index.cards import ModelCard
+from diffagent.cards import ModelCard
 from diffagent.paths import user_data_dir
 from diffagent.tools.pipeline_configs import packaged_config_dir
 

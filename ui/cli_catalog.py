@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from diffagent.index.filters import DEFAULT_NSFW_TERMS, FILE_FORMATS, FilterConfig
-from diffagent.index.reverse_map import MappingConfig
-from diffagent.index.splits import SplitConfig
-from diffagent.tools.api import BASE_MODELS, MODEL_TYPES
+from diffagent.base_models import BASE_MODELS, MODEL_TYPES
+from diffagent.index.builder.filters import DEFAULT_NSFW_TERMS, FILE_FORMATS, FilterConfig
+from diffagent.index.builder.reverse_map import MappingConfig
+from diffagent.index.builder.splits import SplitConfig
 
 
 def register(commands: Any) -> None:
@@ -36,7 +36,9 @@ def register(commands: Any) -> None:
     )
     build.add_argument("--out", type=Path, required=True, metavar="DIR")
     build.add_argument("--types", nargs="+", default=["Checkpoint", "LORA"], choices=MODEL_TYPES)
-    build.add_argument("--base-models", nargs="+", default=list(BASE_MODELS), choices=BASE_MODELS)
+    build.add_argument(
+        "--base-models", nargs="+", default=list(BASE_MODELS), choices=list(BASE_MODELS)
+    )
     build.add_argument("--allow-nsfw-models", action="store_true")
     build.add_argument("--exclude-poi", action="store_true", help="drop models of real persons")
     build.add_argument(
@@ -104,7 +106,12 @@ def register(commands: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from diffagent.index.build import BuildConfig, build_catalog, format_stats, write_catalog
+    from diffagent.index.builder.build import (
+        BuildConfig,
+        build_catalog,
+        format_stats,
+        write_catalog,
+    )
 
     config = BuildConfig(
         filters=FilterConfig(
@@ -133,7 +140,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _starter(args: argparse.Namespace) -> int:
-    from diffagent.index.starter_catalog import make_starter
+    from diffagent.index.builder.starter import make_starter
 
     summary = make_starter(args.catalog, args.out, args.max_cards, args.checkpoints)
     print(summary)
@@ -143,7 +150,7 @@ def _starter(args: argparse.Namespace) -> int:
 def _crawl(args: argparse.Namespace) -> int:
     import os
 
-    from diffagent.index.crawler import CrawlConfig, crawl
+    from diffagent.index.builder.crawler import CrawlConfig, crawl
 
     params: dict[str, str] = {}
     for item in args.param:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffagent.base_models import BASE_MODELS, MODEL_TYPES
 from diffagent.index.catalog import starter_catalog_dir
-from diffagent.tools.api import BASE_MODELS, MODEL_TYPES
 
 
 def register(commands: Any) -> None:
@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
     _catalog_options(query)
     query.add_argument("prompt", help="Image prompt to find models for.")
     query.add_argument("-k", type=int, default=10, help="Number of cards (default 10).")
-    query.add_argument("--base-model", choices=BASE_MODELS, default=None, help="Filter.")
+    query.add_argument("--base-model", choices=list(BASE_MODELS), default=None, help="Filter.")
     query.add_argument(
         "--type", dest="model_type", choices=MODEL_TYPES, default=None, help="Filter."
     )
@@ -99,6 +99,6 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _embedding_function() -> Any:
-    from diffagent.index.embeddings import MiniLMEmbeddingFunction
+    from diffagent.index.search.embeddings import MiniLMEmbeddingFunction
 
     return MiniLMEmbeddingFunction()

@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
 def _read_api(path: Path) -> Any:
     from pydantic import ValidationError
 
-    from diffagent.tools.api import T2IApi
+    from diffagent.api import T2IApi
 
     if not path.is_file():
         raise FileNotFoundError(f"no API file at {path}")
@@ -78,7 +78,7 @@ def _read_api(path: Path) -> Any:
 
 
 def _load_cards(paths: list[Path]) -> dict[int, Any]:
-    from diffagent.index.cards import read_cards
+    from diffagent.cards import read_cards
 
     cards: dict[int, Any] = {}
     for path in paths:
@@ -153,11 +153,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _make_tiny_weights(args: argparse.Namespace) -> int:
-    from diffagent.tools.tiny import make_tiny_weights
+    from diffagent.tools.testing.tiny import make_tiny_weights
 
     paths = make_tiny_weights(args.dir)
-    if importlib.util.find_spec("diffagent.tools.score_tiny") is not None:
-        from diffagent.tools.score_tiny import make_tiny_scorer_weights
+    if importlib.util.find_spec("diffagent.tools.testing.score_tiny") is not None:
+        from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
 
         paths.update(make_tiny_scorer_weights(args.dir))
     print(json.dumps({name: str(path) for name, path in sorted(paths.items())}, indent=2))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from diffagent.index.cards import write_cards
+from diffagent.cards import write_cards
 from diffagent.index.catalog import Catalog
 
 from ..fakes import FakeHit, FakeIndex, make_card

@@ -11,9 +11,9 @@ import torch
 from diffagent.agent.service import AgentConfig, DiffAgent
 from diffagent.index.catalog import Catalog
 from diffagent.tools.generate import GenerationConfig
-from diffagent.tools.score_tiny import make_tiny_scorer_weights
 from diffagent.tools.scoring import ScoringConfig
-from diffagent.tools.tiny import make_tiny_weights
+from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
+from diffagent.tools.testing.tiny import make_tiny_weights
 
 from ..fakes import FakeIndex
 

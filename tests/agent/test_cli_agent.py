@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.index.cards import write_cards
+from diffagent.cards import write_cards
 from diffagent.ui.cli import main
 
 from .conftest import CARDS

@@ -20,7 +20,7 @@ from diffagent.agent.llm_embedded import ensure_cached
 from diffagent.agent.llm_openai import OpenAIBackend, ScoringUnsupportedError, chatml
 from diffagent.agent.planner import PlannerConfig, make_backend, plan_generate
 from diffagent.agent.prompts import generate_json_schema
-from diffagent.index.cards import CardFile, ModelCard, RecommendedParams
+from diffagent.cards import CardFile, ModelCard, RecommendedParams
 
 MESSAGES = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
 

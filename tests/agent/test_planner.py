@@ -8,16 +8,17 @@ from typing import Any
 import pytest
 
 from diffagent.agent import prompts
+from diffagent.agent.card_api import card_api
 from diffagent.agent.planner import (
     PlannerBackend,
     PlannerConfig,
-    card_api,
     extract_json_object,
     make_backend,
     plan_generate,
     plan_rank,
 )
-from diffagent.index.cards import CardFile, ModelCard, RecommendedParams
+from diffagent.agent.understand import Constraints
+from diffagent.cards import CardFile, ModelCard, RecommendedParams
 
 
 def card(
@@ -161,7 +162,7 @@ def test_bad_planning_input_is_a_clear_error(
 
 def test_card_api_clamps_out_of_range_recommendations() -> None:
     odd = card(66, "Odd", ["x"], size=(517, 3000), sampler="k_euler_a", steps=500, cfg=0.2)
-    api = card_api(odd, "p", "")
+    api = card_api(odd, Constraints(prompt="p"))
     assert (api.width, api.height) == (520, 2048)
     assert api.sampling_method == "Euler a"
     assert api.sampling_steps == 150

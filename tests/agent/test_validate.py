@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from diffagent.agent.card_api import card_api
 from diffagent.agent.understand import Constraints
-from diffagent.agent.validate import api_from_card, validate_and_repair
-from diffagent.tools.api import T2IApi
+from diffagent.agent.validate import validate_and_repair
+from diffagent.api import T2IApi
 
 GOOD = {
     "model": "AnimeMix",
@@ -171,8 +172,8 @@ def test_works_without_an_index(catalog) -> None:
     assert result.hallucinated and result.api.model == "RealVision"
 
 
-def test_api_from_card_is_the_recommendation(catalog) -> None:
-    api = api_from_card(catalog.get(2002))
+def test_card_api_is_the_recommendation(catalog) -> None:
+    api = card_api(catalog.get(2002))
     assert (api.width, api.sampling_method, api.base_model) == (1024, "Euler a", "SDXL 1.0")
 
 
@@ -186,7 +187,7 @@ def test_negative_prompt_never_contradicts_the_prompt_and_lora_triggers_are_adde
 
 
 def test_comma_list_trigger_words_are_added_once_each(tmp_path) -> None:
-    from diffagent.index.cards import write_cards
+    from diffagent.cards import write_cards
     from diffagent.index.catalog import Catalog
 
     from ..fakes import make_card

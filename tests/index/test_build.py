@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.index.build import BuildConfig, build_catalog
+from diffagent.api import T2IApi
+from diffagent.index.builder.build import BuildConfig, build_catalog
+from diffagent.index.builder.describe import CardFacts, prompt_phrases
+from diffagent.index.builder.filters import DEFAULT_NSFW_TERMS, PromptGuard
+from diffagent.index.builder.starter import SUGGESTIVE_TERMS, make_starter, select_starter
 from diffagent.index.catalog import Catalog
-from diffagent.index.describe import CardFacts, prompt_phrases
-from diffagent.index.filters import DEFAULT_NSFW_TERMS, PromptGuard
-from diffagent.index.starter_catalog import SUGGESTIVE_TERMS, make_starter, select_starter
-from diffagent.tools.api import T2IApi
 from diffagent.ui.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "civitai-models.jsonl"

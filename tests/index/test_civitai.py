@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.index.civitai import file_hashes, iter_items, iter_models, primary_file
+from diffagent.index.builder.civitai import file_hashes, iter_items, iter_models, primary_file
 
 FIXTURE = Path(__file__).parent / "fixtures" / "civitai-models.jsonl"
 
@@ -52,7 +52,7 @@ def test_primary_file_and_hashes() -> None:
 
 
 def test_image_ratings_from_either_endpoint() -> None:
-    from diffagent.index.civitai import image_rating
+    from diffagent.index.builder.civitai import image_rating
 
     assert image_rating({"nsfw": "Soft"}) == "Soft"  # /models sample images
     assert image_rating({"nsfw": False, "nsfwLevel": "None"}) == "None"  # /images items
@@ -65,7 +65,7 @@ def test_image_ratings_from_either_endpoint() -> None:
 def test_crawled_images_join_their_version(tmp_path: Path) -> None:
     import json
 
-    from diffagent.index.civitai import attach_images
+    from diffagent.index.builder.civitai import attach_images
 
     meta = {"prompt": "raw photo of a lighthouse", "Size": "512x512", "Model hash": "X"}
     images = [

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from diffagent.index.civitai import iter_items
-from diffagent.index.crawler import CrawlConfig, crawl, retry_after_seconds
+from diffagent.index.builder.civitai import iter_items
+from diffagent.index.builder.crawler import CrawlConfig, crawl, retry_after_seconds
 
 N_PAGES = 4
 PER_PAGE = 3

@@ -1,4 +1,9 @@
-from diffagent.index.describe import CardFacts, TemplateRewriter, distinctive_terms, prompt_phrases
+from diffagent.index.builder.describe import (
+    CardFacts,
+    TemplateRewriter,
+    distinctive_terms,
+    prompt_phrases,
+)
 
 
 def test_prompt_phrases_drop_weights_and_brackets() -> None:

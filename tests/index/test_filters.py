@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.index.civitai import iter_models
-from diffagent.index.filters import FilterConfig, PromptGuard, StageCounts, select_versions
+from diffagent.index.builder.civitai import iter_models
+from diffagent.index.builder.filters import FilterConfig, PromptGuard, StageCounts, select_versions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "civitai-models.jsonl"
 

@@ -2,9 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.index.civitai import iter_models
-from diffagent.index.filters import FilterConfig, SelectedVersion, StageCounts, select_versions
-from diffagent.index.reverse_map import (
+from diffagent.index.builder.civitai import iter_models
+from diffagent.index.builder.filters import (
+    FilterConfig,
+    SelectedVersion,
+    StageCounts,
+    select_versions,
+)
+from diffagent.index.builder.reverse_map import (
     CheckpointHashes,
     MappingConfig,
     RawPair,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.index.build import BuildConfig, build_catalog
-from diffagent.index.civitai import iter_models
-from diffagent.index.filters import DEFAULT_NSFW_TERMS, PromptGuard
-from diffagent.tools.api import T2IApi
+from diffagent.api import T2IApi
+from diffagent.index.builder.build import BuildConfig, build_catalog
+from diffagent.index.builder.civitai import iter_models
+from diffagent.index.builder.filters import DEFAULT_NSFW_TERMS, PromptGuard
 
 pytestmark = pytest.mark.needs_shared_data
 

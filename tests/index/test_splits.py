@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from diffagent.index.splits import SplitConfig, dedupe, split_by_group
+from diffagent.index.builder.splits import SplitConfig, dedupe, split_by_group
 
 
 def _items(n_groups: int = 3000, seed: int = 1) -> list[tuple[int, int]]:

@@ -8,7 +8,8 @@ import json
 import diffusers
 import pytest
 
-from diffagent.tools.api import CheckpointRef, LoraRef, T2IApi
+from diffagent.api import CheckpointRef, LoraRef, T2IApi
+from diffagent.samplers import CANONICAL_SAMPLERS
 from diffagent.tools.exports import (
     COMFYUI_SAMPLERS,
     a1111_infotext,
@@ -17,7 +18,6 @@ from diffagent.tools.exports import (
     to_comfyui_workflow,
     to_diffusers_code,
 )
-from diffagent.tools.samplers import CANONICAL_SAMPLERS
 
 # A1111/Forge StableDiffusionTxt2ImgProcessingAPI request fields (the /docs schema).
 A1111_TXT2IMG_FIELDS = {

@@ -13,11 +13,16 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from diffagent.index.cards import ModelCard, read_cards
-from diffagent.tools.api import T2IApi
+from diffagent.api import T2IApi
+from diffagent.cards import ModelCard, read_cards
 from diffagent.tools.generate import GenerationConfig, Generator
-from diffagent.tools.ldm_layout import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
-from diffagent.tools.tiny import make_tiny_weights
+from diffagent.tools.testing.ldm_layout import (
+    clip_to_ldm,
+    open_clip_to_ldm,
+    unet_to_ldm,
+    vae_to_ldm,
+)
+from diffagent.tools.testing.tiny import make_tiny_weights
 
 # Last 3x3 pixels of the blue channel of seed 1's image (diffusers-test style), recorded once with
 # one torch thread; random tiny nets amplify float summation-order differences, hence the tolerance.
@@ -201,20 +206,24 @@ def test_cli_generate_and_export(tiny, tmp_path: Path, capsys) -> None:
 
 
 def test_cli_make_tiny_weights_adds_scorer_weights(tmp_path: Path, monkeypatch, capsys) -> None:
-    import diffagent.tools.tiny
+    import diffagent.tools.testing.tiny
     from diffagent.ui.cli import main
 
-    monkeypatch.setattr(diffagent.tools.tiny, "make_tiny_weights", lambda d: {"sd15": d / "a"})
-    if importlib.util.find_spec("diffagent.tools.score_tiny") is not None:
-        import diffagent.tools.score_tiny
+    monkeypatch.setattr(
+        diffagent.tools.testing.tiny, "make_tiny_weights", lambda d: {"sd15": d / "a"}
+    )
+    if importlib.util.find_spec("diffagent.tools.testing.score_tiny") is not None:
+        import diffagent.tools.testing.score_tiny
 
         monkeypatch.setattr(
-            diffagent.tools.score_tiny, "make_tiny_scorer_weights", lambda d: {"clip": d / "c"}
+            diffagent.tools.testing.score_tiny,
+            "make_tiny_scorer_weights",
+            lambda d: {"clip": d / "c"},
         )
     assert main(["testing", "make-tiny-weights", str(tmp_path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["sd15"] == str(tmp_path / "a")
-    if importlib.util.find_spec("diffagent.tools.score_tiny") is not None:
+    if importlib.util.find_spec("diffagent.tools.testing.score_tiny") is not None:
         assert printed["clip"] == str(tmp_path / "c")
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffagent.tools.prompt_embeds import encode_prompts, parse_attention, strip_extra_networks
-from diffagent.tools.tiny import write_tiny_config
+from diffagent.tools.testing.tiny import write_tiny_config
 
 
 def test_parse_attention_weights() -> None:

@@ -7,8 +7,8 @@ import json
 import diffusers
 import pytest
 
+from diffagent.samplers import CANONICAL_SAMPLERS
 from diffagent.tools.pipeline_configs import packaged_config_dir
-from diffagent.tools.samplers import CANONICAL_SAMPLERS
 from diffagent.tools.schedulers import SCHEDULERS, make_scheduler, scheduler_spec
 
 

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from diffagent.tools.score_cache import ScoreCache
-from diffagent.tools.score_tiny import make_tiny_scorer_weights
 from diffagent.tools.scoring import (
     NormRange,
     ScoringConfig,
@@ -19,6 +18,7 @@ from diffagent.tools.scoring import (
     default_ranges,
     unified_metric,
 )
+from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
 from diffagent.ui.cli import main
 
 PROMPT = "a cute happy corgi, pixel art"
@@ -215,7 +215,7 @@ def test_cli_missing_weights_is_a_one_line_error(tmp_path, capsys, monkeypatch) 
 def test_full_size_official_imagereward_layout_maps_exactly() -> None:
     """The real checkpoint's keys (BLIP ViT-L/16 + BERT-base) fill every parameter, shapes equal."""
     from diffagent.tools.score_imagereward import ImageRewardModel, rename_official_keys
-    from diffagent.tools.score_tiny import imagereward_shapes
+    from diffagent.tools.testing.score_tiny import imagereward_shapes
 
     med = {
         "hidden_size": 768,

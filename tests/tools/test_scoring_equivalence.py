@@ -17,7 +17,7 @@ import pytest
 
 from diffagent.tools.score_hps import HpsScorer
 from diffagent.tools.score_imagereward import ImageRewardScorer
-from diffagent.tools.score_tiny import make_tiny_scorer_weights
+from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOLERANCE = 1e-4

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffagent.index.cards import CardFile, ModelCard, RecommendedParams
+from diffagent.cards import CardFile, ModelCard, RecommendedParams
 from diffagent.tools.store import HashCache, ModelStore, is_safetensors_file, sha256_file
 
 

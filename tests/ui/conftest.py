@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from diffagent.index.cards import ModelCard, write_cards
+from diffagent.cards import ModelCard, write_cards
 from diffagent.index.catalog import Catalog
 
 from ..fakes import FakeIndex, make_card

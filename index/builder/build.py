@@ -13,25 +13,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
-from diffagent.index.civitai import attach_images, file_format, file_hashes, iter_models
-from diffagent.index.describe import (
+from diffagent.api import CheckpointRef, LoraRef, T2IApi
+from diffagent.base_models import BASE_MODELS, DEFAULT_CFG, DEFAULT_LORA_WEIGHT, DEFAULT_STEPS
+from diffagent.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
+from diffagent.index.builder.civitai import attach_images, file_format, file_hashes, iter_models
+from diffagent.index.builder.describe import (
     CardFacts,
     DescriptionRewriter,
     TemplateRewriter,
     distinctive_terms,
 )
-from diffagent.index.filters import (
+from diffagent.index.builder.filters import (
     FilterConfig,
     PromptGuard,
     SelectedVersion,
     StageCounts,
     select_versions,
 )
-from diffagent.index.reverse_map import (
-    DEFAULT_CFG,
-    DEFAULT_LORA_WEIGHT,
-    DEFAULT_STEPS,
+from diffagent.index.builder.reverse_map import (
     CheckpointHashes,
     MappingConfig,
     RawPair,
@@ -39,14 +38,12 @@ from diffagent.index.reverse_map import (
     most_common,
     strip_extra_network_tags,
 )
-from diffagent.index.splits import SPLITS, SplitConfig, dedupe, split_by_group
-from diffagent.tools.api import DEFAULT_SIZE, CheckpointRef, LoraRef, T2IApi
-from diffagent.tools.samplers import DEFAULT_SAMPLER
+from diffagent.index.builder.splits import SPLITS, SplitConfig, dedupe, split_by_group
+from diffagent.samplers import DEFAULT_SAMPLER
 
 CARDS_FILE = "cards.jsonl"
 STATS_FILE = "stats.json"
 PAIRS_DIR = "pairs"
-AIR_ECOSYSTEM = {"SD 1.5": "sd1", "SDXL 1.0": "sdxl"}
 
 
 class BuildConfig(BaseModel):
@@ -72,7 +69,7 @@ class BuildResult:
 
 def air_urn(base_model: str, model_type: str, model_id: int, version_id: int) -> str:
     """Civitai AIR URN of a version, e.g. urn:air:sd1:lora:civitai:123@456."""
-    ecosystem = AIR_ECOSYSTEM.get(base_model, "sd1")
+    ecosystem = BASE_MODELS[base_model].air_ecosystem
     return f"urn:air:{ecosystem}:{model_type.lower()}:civitai:{model_id}@{version_id}"
 
 
@@ -244,7 +241,9 @@ def _recommend(
 ) -> RecommendedParams:
     """Most common parameters over the version's train pairs; base defaults when there are none."""
     is_lora = model_type == "LORA"
-    width, height = most_common((p.width, p.height) for p in pairs) or DEFAULT_SIZE[base]
+    width, height = (
+        most_common((p.width, p.height) for p in pairs) or BASE_MODELS[base].default_size
+    )
     base_checkpoint = most_common(p.checkpoint_version_id for p in pairs if p.base_resolved)
     return RecommendedParams(
         width=width,

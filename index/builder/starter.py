@@ -6,10 +6,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from diffagent.index.cards import ModelCard, read_cards, write_cards
+from diffagent.cards import ModelCard, read_cards, write_cards
+from diffagent.index.builder.describe import CardFacts, TemplateRewriter
+from diffagent.index.builder.filters import PromptGuard
 from diffagent.index.catalog import CARDS_FILE
-from diffagent.index.describe import CardFacts, TemplateRewriter
-from diffagent.index.filters import PromptGuard
 
 STARTER_STATS_FILE = "stats.json"
 

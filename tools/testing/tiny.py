@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from diffagent.tools.ldm_layout import (
+from diffagent.tools.pipeline_configs import PACKAGED_CONFIGS, complete_config_folder
+from diffagent.tools.testing.ldm_layout import (
     clip_to_ldm,
     open_clip_to_ldm,
     unet_module_to_ldm,
     unet_to_ldm,
     vae_to_ldm,
 )
-from diffagent.tools.pipeline_configs import PACKAGED_CONFIGS, complete_config_folder
 
 _UNET_LORA_TARGET = re.compile(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
 TINY_VAE: dict[str, Any] = {
@@ -191,8 +191,8 @@ def make_tiny_weights(out_dir: Path) -> dict[str, Path]:
 
 def _write_cards_and_apis(out_dir: Path, paths: dict[str, Path]) -> dict[str, Path]:
     """Describe the tiny files as catalog cards and write one example T2I API per base model."""
-    from diffagent.index.cards import CardFile, ModelCard, RecommendedParams, write_cards
-    from diffagent.tools.api import LoraRef, T2IApi
+    from diffagent.api import LoraRef, T2IApi
+    from diffagent.cards import CardFile, ModelCard, RecommendedParams, write_cards
     from diffagent.tools.store import sha256_file
 
     cards: list[ModelCard] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffagent.tools.api import BaseModelName, ModelType
+from diffagent.base_models import BaseModelName, ModelType
 
 
 class CardStats(BaseModel):

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
-from diffagent.index.civitai import RawItem, file_format, file_hashes, primary_file
-from diffagent.tools.api import BASE_MODELS, MODEL_TYPES
+from diffagent.base_models import BASE_MODELS, MODEL_TYPES
+from diffagent.index.builder.civitai import RawItem, file_format, file_hashes, primary_file
 
 ImageNsfw = Literal["None", "Soft", "Mature", "X"]
 FILE_FORMATS: tuple[str, ...] = ("SafeTensor", "PickleTensor", "Diffusers", "Other")
@@ -61,7 +61,7 @@ class FilterConfig(BaseModel):
     @field_validator("base_models")
     @classmethod
     def _known_bases(cls, value: list[str]) -> list[str]:
-        return _check_choices("base model", value, BASE_MODELS)
+        return _check_choices("base model", value, tuple(BASE_MODELS))
 
     @field_validator("formats")
     @classmethod

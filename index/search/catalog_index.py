@@ -17,10 +17,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from diffagent.index.cards import ModelCard
+from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog, starter_catalog_dir
-from diffagent.index.embeddings import MiniLMEmbeddingFunction
-from diffagent.index.fusion import (
+from diffagent.index.search.embeddings import MiniLMEmbeddingFunction
+from diffagent.index.search.fusion import (
     FEATURES,
     MODEL_GRID,
     FusionWeights,
@@ -29,10 +29,10 @@ from diffagent.index.fusion import (
     fuse,
     tune,
 )
-from diffagent.index.lexical import CONFIG as LEXICAL_CONFIG
-from diffagent.index.lexical import LexicalIndex
+from diffagent.index.search.lexical import CONFIG as LEXICAL_CONFIG
+from diffagent.index.search.lexical import LexicalIndex
 from diffagent.paths import user_data_dir
-from diffagent.tools.api import BASE_MODELS, MODEL_TYPES
+from diffagent.base_models import BASE_MODELS, MODEL_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -708,6 +708,6 @@ def _checked_query_args(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     return (
-        normalize_filter(base_model, BASE_MODELS, "base model"),
+        normalize_filter(base_model, list(BASE_MODELS), "base model"),
         normalize_filter(model_type, MODEL_TYPES, "model type"),
     )

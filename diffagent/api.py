@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from diffagent.tools.samplers import CANONICAL_SAMPLERS
+from diffagent.base_models import (
+    BASE_MODELS,
+    CFG_RANGE,
+    CLIP_SKIP_RANGE,
+    LORA_WEIGHT_RANGE,
+    MODEL_TYPES,
+    STEPS_RANGE,
+    BaseModelName,
+    ModelType,
+)
+from diffagent.samplers import CANONICAL_SAMPLERS
 
-BaseModelName = Literal["SD 1.5", "SDXL 1.0"]
-ModelType = Literal["Checkpoint", "LORA"]
-
-BASE_MODELS: tuple[str, ...] = ("SD 1.5", "SDXL 1.0")
-MODEL_TYPES: tuple[str, ...] = ("Checkpoint", "LORA")
-
-# Inclusive pixel range per base model; sizes must also be multiples of 8 (the VAE's factor).
-SIZE_RANGE: dict[str, tuple[int, int]] = {"SD 1.5": (64, 2048), "SDXL 1.0": (64, 4096)}
-DEFAULT_SIZE: dict[str, tuple[int, int]] = {"SD 1.5": (512, 512), "SDXL 1.0": (1024, 1024)}
-STEPS_RANGE = (1, 150)
-CFG_RANGE = (1.0, 30.0)
-CLIP_SKIP_RANGE = (1, 12)
-LORA_WEIGHT_RANGE = (-4.0, 4.0)
+__all__ = [
+    "BASE_MODELS",
+    "MODEL_TYPES",
+    "BaseModelName",
+    "CheckpointRef",
+    "LoraRef",
+    "ModelType",
+    "T2IApi",
+]
 
 
 class LoraRef(BaseModel):
@@ -117,7 +121,7 @@ class T2IApi(BaseModel):
 
     @model_validator(mode="after")
     def _check_size_and_loras(self) -> T2IApi:
-        low, high = SIZE_RANGE[self.base_model]
+        low, high = BASE_MODELS[self.base_model].size_range
         for axis, value in (("width", self.width), ("height", self.height)):
             if value % 8 != 0:
                 raise ValueError(f"{axis} {value} is not a multiple of 8")

@@ -12,17 +12,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffagent.index.civitai import RawItem, file_hashes
-from diffagent.index.filters import SelectedVersion
-from diffagent.tools.api import (
+from diffagent.base_models import (
+    BASE_MODELS,
     CFG_RANGE,
     CLIP_SKIP_RANGE,
-    DEFAULT_SIZE,
+    DEFAULT_CFG,
+    DEFAULT_LORA_WEIGHT,
+    DEFAULT_STEPS,
     LORA_WEIGHT_RANGE,
-    SIZE_RANGE,
     STEPS_RANGE,
+    clamp,
+    snap_size,
 )
-from diffagent.tools.samplers import DEFAULT_SAMPLER, normalize_sampler
+from diffagent.index.builder.civitai import RawItem, file_hashes
+from diffagent.index.builder.filters import SelectedVersion
+from diffagent.samplers import DEFAULT_SAMPLER, normalize_sampler
 
 # A1111 extra-network tags: <lora:name:0.8>, <lyco:name>, <hypernet:name:1>, <locon:...>.
 # An unclosed tag ("<lora:name:0.8, best quality") ends at the next comma.
@@ -32,9 +36,6 @@ LORA_TAG = re.compile(
 )
 ADDNET_MODEL = re.compile(r"^(.*?)\s*\(([0-9a-fA-F]+)\)\s*$")
 
-DEFAULT_STEPS = 25
-DEFAULT_CFG = 7.0
-DEFAULT_LORA_WEIGHT = 0.8
 FILLED_FIELDS = ("size", "sampler", "steps", "cfg", "lora_weight")
 
 
@@ -74,12 +75,8 @@ def parse_size(value: Any) -> tuple[int, int] | None:
 
 def normalize_size(width: int, height: int, base_model: str) -> tuple[int, int]:
     """Round a size to multiples of 8 and clamp it into the base model's range."""
-    low, high = SIZE_RANGE[base_model]
-
-    def fix(value: int) -> int:
-        return max(low, min(high, int(round(value / 8.0)) * 8))
-
-    return fix(width), fix(height)
+    low = BASE_MODELS[base_model].size_range[0]
+    return snap_size(width, low, base_model), snap_size(height, low, base_model)
 
 
 def parse_number(value: Any) -> float | None:
@@ -91,10 +88,6 @@ def parse_number(value: Any) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
-
-
-def _clamp(value: float, bounds: tuple[float, float]) -> float:
-    return max(bounds[0], min(bounds[1], value))
 
 
 @dataclass
@@ -151,9 +144,9 @@ def parse_image(image: RawItem, base_model: str, file_stem: str) -> ParsedImage:
         negative_prompt=strip_extra_network_tags(str(meta.get("negativePrompt") or "")),
         size=normalize_size(*size, base_model) if size else None,
         sampler=normalize_sampler(meta.get("sampler")),
-        steps=int(_clamp(round(steps), STEPS_RANGE)) if steps else None,
-        cfg=round(_clamp(cfg, CFG_RANGE), 2) if cfg else None,
-        clip_skip=int(_clamp(round(clip), CLIP_SKIP_RANGE)) if clip else None,
+        steps=int(clamp(round(steps), STEPS_RANGE)) if steps else None,
+        cfg=round(clamp(cfg, CFG_RANGE), 2) if cfg else None,
+        clip_skip=int(clamp(round(clip), CLIP_SKIP_RANGE)) if clip else None,
         seed=int(seed) if seed is not None and 0 <= seed < 2**63 else None,
         model_hash=_model_hash(meta),
         model_name=str(meta["Model"]) if meta.get("Model") else None,
@@ -197,7 +190,7 @@ def _lora_weight(raw_prompt: str, meta: dict[str, Any], file_stem: str) -> float
     for candidate in candidates:
         weight = parse_number(candidate) if candidate not in (None, "") else 1.0
         if weight is not None:
-            return round(_clamp(weight, LORA_WEIGHT_RANGE), 3)
+            return round(clamp(weight, LORA_WEIGHT_RANGE), 3)
     return None
 
 
@@ -273,7 +266,7 @@ def map_version(
         "lora_weight": most_common(p.lora_weight for p in parsed),
     }
     defaults = {
-        "size": DEFAULT_SIZE[base_model],
+        "size": BASE_MODELS[base_model].default_size,
         "sampler": DEFAULT_SAMPLER,
         "steps": DEFAULT_STEPS,
         "cfg": DEFAULT_CFG,

@@ -1,0 +1,1 @@
+"""The DABench builder: Civitai reader and crawler, filters, reverse mapping, descriptions, splits."""
