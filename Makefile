@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(SOURCES)
+	$(PY) .ci/lint_imports.py
 
 format: install
 	$(BIN)/ruff check --fix .

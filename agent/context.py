@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from diffagent.agent.settings import Settings
 from diffagent.api import T2IApi
 from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog
-
-Mode = Literal["rank", "generate", "retrieval"]
 
 
 class SearchHitLike(Protocol):
@@ -80,19 +78,14 @@ class AgentContext:
     """Search over the catalog (retrieval and nearest-name repairs)."""
     backend: Any = None
     """The planner LLM (a PlannerBackend); None in retrieval mode."""
-    mode: Mode = "rank"
-    """How the plan is made: LLM ranks candidates, LLM writes the JSON, or index top-1."""
-    top_k: int = 8
-    """How many retrieved cards the planner sees."""
-    rank_prior: float = 2.0
-    """Rank mode: weight of the retrieval prior, score = logprob - rank_prior * log(1 + rank)."""
-    allow_nsfw: bool = False
-    """Whether NSFW requests are served instead of declined."""
+    settings: Settings = field(default_factory=Settings)
+    """The settings the agent was built from (mode, top-k, rank prior, seeds, NSFW policy)."""
     generator: ImageGenerator | None = None
     """Image generator; None means no images are made."""
     scorer: ImageScorer | None = None
     """Image scorer; used only when images are made."""
-    seeds: list[int] | None = None
-    """Seeds to generate with (k images)."""
-    output_dir: Path | None = None
-    """Where generated images are written."""
+
+    def seeds_for(self, api_seed: int | None) -> list[int]:
+        """The k seeds of a turn: counting up from the API's seed, else from the settings' seed."""
+        first = api_seed if api_seed is not None else self.settings.seed
+        return [first + i for i in range(self.settings.seeds)]

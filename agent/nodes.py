@@ -27,9 +27,8 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
     if state.request is not None:
         result = _understand_request(state.request)
     else:
-        result = understand(
-            message, previous, current_api=state.last_api, allow_nsfw=runtime.context.allow_nsfw
-        )
+        allow_nsfw = runtime.context.settings.allow_nsfw
+        result = understand(message, previous, current_api=state.last_api, allow_nsfw=allow_nsfw)
     _keep_feasible(result.constraints, previous, runtime.context, result.notes)
     if previous is not None and result.constraints == previous:
         result.replan = False  # nothing that bears on the choice changed after all
@@ -106,11 +105,12 @@ def retrieve(ctx: AgentContext, cons: Constraints) -> list[ModelCard]:
     excluded = set(cons.exclude_version_ids)
     hits = ctx.index.query(
         cons.query,
-        k=ctx.top_k + len(excluded),
+        k=ctx.settings.index.top_k + len(excluded),
         base_model=cons.base_model,
         model_type=cons.model_type or ("Checkpoint" if cons.no_lora else None),
     )
-    return [hit.card for hit in hits if hit.card.version_id not in excluded][: ctx.top_k]
+    allowed = [hit.card for hit in hits if hit.card.version_id not in excluded]
+    return allowed[: ctx.settings.index.top_k]
 
 
 def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
 def plan_with(ctx: AgentContext, cons: Constraints, cards: list[ModelCard]) -> dict[str, Any]:
     """Run the configured planner over the candidate cards: state updates (plan, reason, ...)."""
     ranking = [card.version_id for card in cards]
-    if ctx.mode == "retrieval" or ctx.backend is None:
+    if ctx.settings.planner.mode == "retrieval" or ctx.backend is None:
         return {
             "plan": card_api(cards[0], cons).model_dump(mode="json"),
             "plan_source": "index",
@@ -141,13 +141,13 @@ def plan_with(ctx: AgentContext, cons: Constraints, cards: list[ModelCard]) -> d
             "ranking": ranking,
         }
     try:
-        if ctx.mode == "rank":
+        if ctx.settings.planner.mode == "rank":
             ranked = planner.plan_rank(
                 ctx.backend,
                 cons.query,
                 cons.negative_prompt,
                 cards,
-                retrieval_weight=ctx.rank_prior,
+                retrieval_weight=ctx.settings.planner.rank_prior,
                 constraints=cons,
             )
             best = ranked.options[0]
@@ -254,12 +254,12 @@ def generate_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
     loras = [c for lo in api.loras if (c := ctx.catalog.get(lo.version_id)) is not None]
     if checkpoint is None:
         return {"notes": [*state.notes, "No checkpoint to generate with."]}
-    seeds = ctx.seeds or [api.seed if api.seed is not None else 0]
+    seeds = ctx.seeds_for(api.seed)
     try:
         images = ctx.generator.generate(api, seeds, checkpoint, loras)
     except (FileNotFoundError, ValueError) as error:
         return {"notes": [*state.notes, f"No images: {error}"]}
-    out_dir = ctx.output_dir or user_data_dir() / "images"
+    out_dir = ctx.settings.paths.output_dir or user_data_dir() / "images"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = uuid.uuid4().hex[:12]
     paths = []
@@ -284,7 +284,8 @@ def score_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     images = [Image.open(path).convert("RGB") for path in state.images]
     # The API is part of the cache key: the same prompt and seed under another API is another image.
     api_key = json.dumps(state.api, sort_keys=True)
-    report = ctx.scorer.score(state.api["prompt"], images, api_key=api_key, seeds=ctx.seeds)
+    seeds = ctx.seeds_for(state.api.get("seed"))
+    report = ctx.scorer.score(state.api["prompt"], images, api_key=api_key, seeds=seeds)
     scores = report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report)
     return {"scores": scores}
 
@@ -293,5 +294,3 @@ def respond_node(state: State) -> dict[str, Any]:
     """Write the markdown answer of this turn and append it to the conversation."""
     reply = compose_reply(state)
     return {"reply": reply, "messages": [{"role": "assistant", "content": reply}]}
-
-

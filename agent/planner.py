@@ -23,13 +23,26 @@ from diffagent.agent.understand import Constraints
 from diffagent.api import T2IApi
 from diffagent.base_models import BASE_MODELS
 from diffagent.cards import ModelCard
+from diffagent.errors import BadInputError
 
 
 class PlannerConfig(BaseModel):
-    """Which planner LLM to use and how it decodes."""
+    """How the plan is made: the mode, which planner LLM and how it decodes."""
 
     model_config = ConfigDict(extra="forbid")
 
+    mode: Literal["rank", "generate", "retrieval"] = Field(
+        default="rank",
+        description="rank: the LLM scores candidate APIs; generate: the LLM writes the API JSON; "
+        "retrieval: the index's top card with its recommended parameters (no LLM).",
+    )
+    rank_prior: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Rank mode: option score = LLM log-likelihood - rank_prior * log(1 + "
+        "retrieval rank). 2.0 was best for the untuned SmolLM2 on 100 held-out val prompts; "
+        "0 ranks by the LLM alone (for a fine-tuned planner).",
+    )
     backend: Literal["embedded", "openai"] = Field(
         default="embedded", description="embedded: SmolLM2 in-process; openai: an endpoint."
     )
@@ -203,10 +216,10 @@ def plan_rank(
 
     Options are sorted by `score` = logprob - retrieval_weight * ln(1 + retrieval rank): the
     index's order (`candidates`) is a prior beside the LLM's p_i, applied here once: the agent
-    passes its configured `rank_prior` (2.0 was best for the untuned SmolLM2 on 100 held-out val
-    prompts); the default 0 ranks by the LLM alone (e.g. with an RRHF-tuned adapter). `variant_cards` > 0 also
-    scores the other aspect sizes of the best cards; off by default so that every mode gives a
-    card the same parameters.
+    passes its configured `rank_prior` (2.0 was best for the untuned SmolLM2 on 100 held-out
+    val prompts); the default 0 ranks by the LLM alone (e.g. with an RRHF-tuned adapter).
+    `variant_cards` > 0 also scores the other aspect sizes of the best cards; off by default so
+    that every mode gives a card the same parameters.
     """
     _check_inputs(prompt, candidates)
     cons = constraints or Constraints(prompt=prompt, negative_prompt=negative_prompt)
@@ -258,9 +271,9 @@ def plan_rank(
 
 def _check_inputs(prompt: str, candidates: list[ModelCard]) -> None:
     if not prompt.strip():
-        raise ValueError("the image prompt is empty; describe the image you want")
+        raise BadInputError("the image prompt is empty; describe the image you want")
     if not candidates:
-        raise ValueError("the planner needs at least one candidate card")
+        raise BadInputError("the planner needs at least one candidate card")
 
 
 def _best_checkpoints(order: list[int], candidates: list[ModelCard]) -> dict[str, ModelCard]:

@@ -12,29 +12,26 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from pydantic import BaseModel, Field
 
-from diffagent.agent.config import AgentConfig
 from diffagent.agent.context import AgentContext, CardIndex
 from diffagent.agent.graph import build_graph
+from diffagent.agent.settings import Settings
 from diffagent.agent.understand import MAX_PROMPT_CHARS
 from diffagent.agent.validate import Repair
 from diffagent.api import T2IApi
 from diffagent.cards import ModelCard
+from diffagent.errors import UnknownSessionError
 from diffagent.index.catalog import Catalog
 from diffagent.tools.exports import all_exports
 
 __all__ = [
-    "AgentConfig",
     "DiffAgent",
     "Repair",
     "SelectResult",
+    "Settings",
     "TurnResult",
     "UnknownSessionError",
     "exports_for",
 ]
-
-
-class UnknownSessionError(LookupError):
-    """A session id that was never created by this agent's database."""
 
 
 class TurnResult(BaseModel):
@@ -71,16 +68,16 @@ class SelectResult(BaseModel):
 class DiffAgent:
     """Thread-safe chat agent over the LangGraph graph with persisted sessions."""
 
-    def __init__(self, config: AgentConfig, context: AgentContext) -> None:
+    def __init__(self, config: Settings, context: AgentContext) -> None:
         self.config = config
         self.context = context
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._sessions: set[str] = set()
-        if config.ephemeral:
+        if config.paths.ephemeral:
             checkpointer: Any = InMemorySaver()
         else:
-            path = config.database_path()
+            path = config.paths.database_path()
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(path), check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -96,21 +93,21 @@ class DiffAgent:
     @classmethod
     def create(
         cls,
-        config: AgentConfig | None = None,
+        config: Settings | None = None,
         *,
         backend: Any = None,
         index: CardIndex | None = None,
     ) -> DiffAgent:
         """Build an agent: open the catalog's index, the planner and (if configured) the tools."""
-        cfg = config or AgentConfig()
+        cfg = config or Settings()
         if index is None:
             from diffagent.index.search import CatalogIndex  # noqa: PLC0415
 
-            if cfg.catalog_dir is None:
+            if cfg.index.catalog_dir is None:
                 index = CatalogIndex.open_starter()
             else:
-                index = CatalogIndex.open(cfg.catalog_dir, cfg.index_dir)
-        if backend is None and cfg.mode != "retrieval":
+                index = CatalogIndex.open(cfg.index.catalog_dir, cfg.index.index_dir)
+        if backend is None and cfg.planner.mode != "retrieval":
             from diffagent.agent.planner import make_backend  # noqa: PLC0415
 
             backend = make_backend(cfg.planner)
@@ -127,14 +124,9 @@ class DiffAgent:
             catalog=index.catalog,
             index=index,
             backend=backend,
-            mode=cfg.mode,
-            top_k=cfg.top_k,
-            rank_prior=cfg.rank_prior,
-            allow_nsfw=cfg.allow_nsfw,
             generator=generator,
             scorer=scorer,
-            seeds=[cfg.seed + i for i in range(cfg.seeds)],
-            output_dir=cfg.output_dir,
+            settings=cfg,
         )
         return cls(cfg, context)
 

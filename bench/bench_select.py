@@ -23,9 +23,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from diffagent.agent.config import AgentConfig
 from diffagent.agent.planner import PlannerConfig, make_backend
 from diffagent.agent.service import DiffAgent
+from diffagent.agent.settings import IndexSettings, PathSettings, Settings
 from diffagent.index.search import CatalogIndex
 
 
@@ -82,13 +82,15 @@ def main() -> int:
     backend = make_backend(planner) if set(modes) - {"retrieval"} else None
     figures: dict[str, dict[str, float]] = {}
     for mode in modes:
-        config = AgentConfig(
-            catalog_dir=args.catalog,
-            mode="rank" if mode == "rank-llm" else mode,  # type: ignore[arg-type]
-            planner=planner,
-            top_k=args.top_k,
-            rank_prior=0.0 if mode == "rank-llm" else args.rank_prior,
-            ephemeral=True,
+        config = Settings(
+            index=IndexSettings(catalog_dir=args.catalog, top_k=args.top_k),
+            planner=planner.model_copy(
+                update={
+                    "mode": "rank" if mode == "rank-llm" else mode,
+                    "rank_prior": 0.0 if mode == "rank-llm" else args.rank_prior,
+                }
+            ),
+            paths=PathSettings(ephemeral=True),
         )
         agent = DiffAgent.create(config, backend=backend, index=index)
         if backend is not None and mode != "retrieval":

@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from diffagent.agent.service import AgentConfig, DiffAgent
+from diffagent.agent.planner import PlannerConfig
+from diffagent.agent.service import DiffAgent
+from diffagent.agent.settings import IndexSettings, PathSettings, Settings
 from diffagent.ui.server import create_app
 
 REFINEMENTS = ["make it square", "more painterly", "faster", "SDXL only", "no LoRA"]
@@ -58,8 +60,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
-        config = AgentConfig(
-            catalog_dir=args.catalog, mode=args.mode, checkpoint_db=Path(scratch) / "chats.sqlite"
+        config = Settings(
+            index=IndexSettings(catalog_dir=args.catalog),
+            planner=PlannerConfig(mode=args.mode),
+            paths=PathSettings(database=Path(scratch) / "chats.sqlite"),
         )
         started = time.perf_counter()
         agent = DiffAgent.create(config)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import Any
 
+from diffagent.agent.settings import Settings
 from diffagent.cards import CardFile, CardStats, ModelCard, RecommendedParams
 from diffagent.index.catalog import Catalog
 
@@ -106,3 +108,21 @@ class FakeIndex:
             for c in self._pool(base_model, model_type)
         ]
         return sorted(scored, key=lambda h: -h.score)[:k]
+
+
+_SETTING_PATHS = {
+    "catalog_dir": "index.catalog_dir",
+    "top_k": "index.top_k",
+    "mode": "planner.mode",
+    "rank_prior": "planner.rank_prior",
+    "checkpoint_db": "paths.database",
+    "ephemeral": "paths.ephemeral",
+    "output_dir": "paths.output_dir",
+}
+
+
+def settings_for(**values: Any) -> Settings:
+    """Settings from flat test shorthands (mode, top_k, checkpoint_db, seeds, generation, ...)."""
+    return Settings().with_overrides(
+        {_SETTING_PATHS.get(name, name): value for name, value in values.items()}
+    )

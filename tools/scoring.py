@@ -7,7 +7,6 @@ one image and S(t, r) the mean of S(t, x_i) over the k images (one per seed) of 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +20,6 @@ from diffagent.tools.score_cache import ScoreCache
 
 ScorerName = Literal["clip", "imagereward", "hps"]
 ALL_SCORERS: tuple[ScorerName, ...] = ("clip", "imagereward", "hps")
-# Environment variables read by ScoringConfig.from_env (flags override them).
-ENV_VARS = {
-    "clip_path": "DIFFAGENT_CLIP_WEIGHTS",
-    "imagereward_path": "DIFFAGENT_IMAGEREWARD_WEIGHTS",
-    "imagereward_med_config": "DIFFAGENT_IMAGEREWARD_MED_CONFIG",
-    "hps_path": "DIFFAGENT_HPS_WEIGHTS",
-    "cache_path": "DIFFAGENT_SCORE_CACHE",
-}
 
 
 class NormRange(BaseModel):
@@ -89,15 +80,6 @@ class ScoringConfig(BaseModel):
         if missing:
             raise ValueError(f"no normalisation range for {missing}")
         return self
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> ScoringConfig:
-        """Config from DIFFAGENT_* environment variables (ENV_VARS); non-None overrides win."""
-        values: dict[str, object] = {
-            field: os.environ[var] for field, var in ENV_VARS.items() if os.environ.get(var)
-        }
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        return cls.model_validate(values)
 
     @classmethod
     def from_tiny(cls, paths: dict[str, Path], **overrides: object) -> ScoringConfig:
@@ -171,7 +153,7 @@ class UnifiedScorer:
     """Score images with the configured scorers; models load on first use; results are cached."""
 
     def __init__(self, config: ScoringConfig | None = None) -> None:
-        self.config = config or ScoringConfig.from_env()
+        self.config = config or ScoringConfig()
         cfg = self.config
         device = cfg.device
         if device == "auto":

@@ -29,9 +29,8 @@ _PROGRESS_ABOVE = 256 * 1024 * 1024  # show a progress bar when hashing files ab
 
 
 def default_model_store() -> Path:
-    """The model store folder: `$DIFFAGENT_MODEL_STORE`, else `<user data dir>/models`."""
-    override = os.environ.get("DIFFAGENT_MODEL_STORE")
-    return Path(override).expanduser() if override else user_data_dir() / "models"
+    """The default model store folder, `<user data dir>/models`."""
+    return user_data_dir() / "models"
 
 
 def sha256_file(path: Path) -> str:

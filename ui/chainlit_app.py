@@ -1,25 +1,24 @@
 """Chainlit chat UI over the DiffAgent facade; one agent session per chat.
 
-Run it (the catalog defaults to the starter one; DIFFAGENT_CATALOG points at another and
-DIFFAGENT_MODE picks rank, generate or retrieval):
+The agent is built from `Settings` (DIFFAGENT_* variables: DIFFAGENT_INDEX__CATALOG_DIR picks
+another catalog than the starter one, DIFFAGENT_PLANNER__MODE rank, generate or retrieval,
+DIFFAGENT_GENERATION__MODEL_STORE turns on images):
 
     chainlit run ui/chainlit_app.py --host 127.0.0.1 --port 8001
-    DIFFAGENT_CATALOG=/tmp/catalog-full chainlit run "$(python -c \
+    DIFFAGENT_INDEX__CATALOG_DIR=/tmp/catalog-full chainlit run "$(python -c \
         'import diffagent.ui.chainlit_app as m; print(m.__file__)')"
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import chainlit as cl
-from pydantic import BaseModel
 
-from diffagent.agent.service import UnknownSessionError
+from diffagent.agent.service import TurnResult
+from diffagent.errors import DiffAgentError
 
 if TYPE_CHECKING:
     from diffagent.ui.server import AgentLike
@@ -40,18 +39,13 @@ def set_agent(agent: AgentLike | None) -> None:
 
 
 def get_agent() -> AgentLike:
-    """The shared agent, built on first use from DIFFAGENT_CATALOG and DIFFAGENT_MODE."""
+    """The shared agent, built on first use from the DIFFAGENT_* settings."""
     global _agent
     with _agent_lock:
         if _agent is None:
-            from diffagent.agent.service import AgentConfig, DiffAgent
+            from diffagent.agent.service import DiffAgent, Settings
 
-            catalog = os.environ.get("DIFFAGENT_CATALOG")
-            config = AgentConfig(
-                catalog_dir=Path(catalog) if catalog else None,
-                mode=os.environ.get("DIFFAGENT_MODE", "rank"),  # type: ignore[arg-type]
-            )
-            _agent = DiffAgent.create(config)
+            _agent = DiffAgent.create(Settings())
         return _agent
 
 
@@ -70,46 +64,27 @@ def _card_text(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_turn(result: Any) -> tuple[str, list[cl.Element]]:
-    """Markdown content plus side elements (card, parameters, exports, images) for one turn."""
-    data = result.model_dump(mode="json") if isinstance(result, BaseModel) else dict(result)
-    content = [str(data.get("reply", ""))]
+def render_turn(result: TurnResult) -> tuple[str, list[cl.Element]]:
+    """The turn's reply (rendered once, by the agent) plus side panels built from the result."""
     elements: list[cl.Element] = []
-    why = str(data.get("why") or "")
-    if why and why not in content[0]:
-        content.append(f"**Why:** {why}")
-    repairs = data.get("repairs") or []
-    if repairs:
-        content.append("**Repairs:**\n" + "\n".join(f"- {_repair_text(r)}" for r in repairs))
-    if data.get("scores"):
-        unified = data["scores"].get("unified")
-        if unified is not None:
-            content.append(f"**Unified score:** {float(unified):.3f}")
-    if data.get("card"):
-        elements.append(
-            cl.Text(name="model card", content=_card_text(data["card"]), display="side")
-        )
-    if data.get("api"):
-        parameters = json.dumps(data["api"], indent=2)
+    if result.card is not None:
+        card = result.card.model_dump(mode="json")
+        elements.append(cl.Text(name="model card", content=_card_text(card), display="side"))
+    if result.api is not None:
+        parameters = json.dumps(result.api.model_dump(mode="json"), indent=2, ensure_ascii=False)
         elements.append(
             cl.Text(name="parameters", content=parameters, language="json", display="side")
         )
-    for name, text in (data.get("exports") or {}).items():
+    for name, text in result.exports.items():
         language = EXPORT_LANGUAGES.get(name)
         elements.append(cl.Text(name=name, content=text, language=language, display="side"))
-    for number, path in enumerate(data.get("images") or [], start=1):
+    for number, path in enumerate(result.images, start=1):
         elements.append(cl.Image(path=str(path), name=f"image {number}", display="inline"))
+    content = [result.reply]
     side = [element.name for element in elements if element.display == "side"]
     if side:
         content.append("Details: " + ", ".join(side))
     return "\n\n".join(content), elements
-
-
-def _repair_text(repair: Any) -> str:
-    if isinstance(repair, dict) and "field" in repair:
-        change = f"{repair['field']}: {repair.get('before')} -> {repair.get('after')}"
-        return f"{change} ({repair['reason']})" if repair.get("reason") else change
-    return str(repair)
 
 
 @cl.on_chat_start
@@ -133,7 +108,7 @@ async def on_message(message: cl.Message) -> cl.Message:
     else:
         try:
             result = await cl.make_async(agent.reply)(session_id, text)
-        except (ValueError, UnknownSessionError) as error:
+        except DiffAgentError as error:
             answer = cl.Message(content=f"Sorry, I could not do that: {error}")
         else:
             content, elements = render_turn(result)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from diffagent.errors import DiffAgentError
 from diffagent.ui import cli_agent, cli_catalog, cli_index, cli_score, cli_serve, cli_tools
 
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError) as error:
+    except (DiffAgentError, ValueError, FileNotFoundError, PermissionError) as error:
         # Expected user errors: one line, no traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,50 +53,94 @@ def register(commands: Any) -> None:
 
 
 def _agent_options(parser: argparse.ArgumentParser) -> None:
+    """The options every agent command shares; unset ones keep the DIFFAGENT_* settings."""
     parser.add_argument("--catalog", type=Path, help="catalog directory (default: starter)")
     parser.add_argument(
         "--mode",
         choices=["rank", "generate", "retrieval"],
-        default="rank",
+        default=None,
         help="rank: the LLM ranks candidate APIs (default); generate: the LLM writes the API "
         "JSON, then validation repairs it; retrieval: the index's top card",
     )
-    parser.add_argument("--planner", choices=["embedded", "openai"], default="embedded")
+    parser.add_argument("--planner", choices=["embedded", "openai"], default=None)
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint (with --planner openai)")
     parser.add_argument("--llm-model", help="model name at the endpoint (with --planner openai)")
     parser.add_argument("--adapter", type=Path, help="PEFT adapter for the embedded planner")
-    parser.add_argument("--top-k", type=int, default=8, help="retrieved cards the planner sees")
+    parser.add_argument("--top-k", type=int, default=None, help="retrieved cards the planner sees")
     parser.add_argument(
         "--rank-prior",
         type=float,
-        default=2.0,
+        default=None,
         help="rank mode: weight of the retrieval order beside the LLM (0 = the LLM alone)",
     )
-    parser.add_argument("--allow-nsfw", action="store_true", help="serve NSFW requests")
+    parser.add_argument(
+        "--allow-nsfw", action="store_true", default=None, help="serve NSFW requests"
+    )
+    images = parser.add_argument_group("images (generation and scoring)")
+    images.add_argument(
+        "--model-store", type=Path, help="folder of your Civitai downloads: turns on generation"
+    )
+    images.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    images.add_argument("--seeds", type=int, default=None, help="images per turn (k seeds)")
+    images.add_argument("--seed", type=int, default=None, help="first seed")
+    images.add_argument("--output-dir", type=Path, help="where images are written")
+    images.add_argument("--clip-weights", type=Path, help="open_clip ViT-B/32 weights (CLIP Score)")
+    images.add_argument("--imagereward-weights", type=Path, help="ImageReward.pt")
+    images.add_argument("--imagereward-med-config", type=Path, help="ImageReward med_config.json")
+    images.add_argument("--hps-weights", type=Path, help="HPS v2 checkpoint")
+
+
+def agent_settings(args: argparse.Namespace, **extra: Any) -> Any:
+    """The settings for an agent command: DIFFAGENT_* settings, then the flags that were given."""
+    from diffagent.agent.settings import Settings  # noqa: PLC0415 - keeps `--help` fast
+
+    scorer_paths = {
+        "scoring.clip_path": args.clip_weights,
+        "scoring.imagereward_path": args.imagereward_weights,
+        "scoring.imagereward_med_config": args.imagereward_med_config,
+        "scoring.hps_path": args.hps_weights,
+    }
+    given = [name for name, value in scorer_paths.items() if value is not None]
+    scorers = list(dict.fromkeys(_SCORER_OF[name] for name in given))
+    base = Settings()
+    generating = args.model_store is not None or base.generation is not None
+    return base.with_overrides(
+        {
+            "index.catalog_dir": args.catalog,
+            "index.top_k": args.top_k,
+            "planner.mode": args.mode,
+            "planner.backend": args.planner,
+            "planner.base_url": args.base_url,
+            "planner.model": args.llm_model,
+            "planner.adapter_path": args.adapter,
+            "planner.rank_prior": args.rank_prior,
+            "allow_nsfw": args.allow_nsfw,
+            "generation.model_store": args.model_store,
+            "generation.device": args.device if generating else None,
+            "seeds": args.seeds,
+            "seed": args.seed,
+            "paths.output_dir": args.output_dir,
+            **scorer_paths,
+            "scoring.scorers": scorers or None,
+            "scoring.device": args.device if given or base.scoring is not None else None,
+            **extra,
+        }
+    )
+
+
+_SCORER_OF = {
+    "scoring.clip_path": "clip",
+    "scoring.imagereward_path": "imagereward",
+    "scoring.imagereward_med_config": "imagereward",
+    "scoring.hps_path": "hps",
+}
 
 
 def _create_agent(args: argparse.Namespace, *, ephemeral: bool, db: Path | None = None) -> Any:
-    from diffagent.agent.planner import PlannerConfig  # noqa: PLC0415 - keeps `--help` fast
-    from diffagent.agent.service import AgentConfig, DiffAgent  # noqa: PLC0415
+    from diffagent.agent.service import DiffAgent  # noqa: PLC0415 - keeps `--help` fast
 
-    planner = PlannerConfig(
-        backend=args.planner,
-        adapter_path=args.adapter,
-        base_url=args.base_url,
-        model=args.llm_model,
-        api_key=os.environ.get("OPENAI_API_KEY"),
-    )
-    config = AgentConfig(
-        catalog_dir=args.catalog,
-        mode=args.mode,
-        planner=planner,
-        top_k=args.top_k,
-        rank_prior=args.rank_prior,
-        allow_nsfw=args.allow_nsfw,
-        ephemeral=ephemeral,
-        checkpoint_db=db,
-    )
-    return DiffAgent.create(config)
+    settings = agent_settings(args, **{"paths.ephemeral": ephemeral or None, "paths.database": db})
+    return DiffAgent.create(settings)
 
 
 def _recommend(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from diffagent.tools.scoring import ALL_SCORERS, ENV_VARS
+from diffagent.tools.scoring import ALL_SCORERS
 
 
 def register(commands: Any) -> None:
@@ -17,8 +17,8 @@ def register(commands: Any) -> None:
         help="score images for a prompt: CLIP Score, ImageReward, HPS v2 and the unified metric",
         description=(
             "Score images for a prompt with local weights. Weights come from the flags or from "
-            + ", ".join(f"{var} ({field})" for field, var in ENV_VARS.items())
-            + "."
+            "the scoring settings (DIFFAGENT_SCORING__CLIP_PATH, __IMAGEREWARD_PATH, "
+            "__IMAGEREWARD_MED_CONFIG, __HPS_PATH, __CACHE_PATH)."
         ),
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -47,25 +47,15 @@ def run_score(args: argparse.Namespace) -> int:
     """Score the images and print per-image raw + normalised scores and the unified metric."""
     from PIL import Image
 
-    from diffagent.tools.scoring import ScoringConfig, UnifiedScorer
+    from diffagent.agent.settings import Settings
+    from diffagent.tools.scoring import UnifiedScorer
 
     scorers = [name.strip() for name in args.scorers.split(",") if name.strip()]
     unknown = [name for name in scorers if name not in ALL_SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer(s) {unknown}; allowed: {', '.join(ALL_SCORERS)}")
     seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
-    config = ScoringConfig.from_env(
-        scorers=scorers,
-        clip_path=args.clip,
-        clip_arch=args.clip_arch,
-        imagereward_path=args.imagereward,
-        imagereward_med_config=args.imagereward_med_config,
-        hps_path=args.hps,
-        hps_version=args.hps_version,
-        hps_arch=args.hps_arch,
-        cache_path=args.cache,
-        device=args.device,
-    )
+    config = scoring_config(Settings(), args, scorers)
     for path in args.images:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
@@ -87,3 +77,21 @@ def run_score(args: argparse.Namespace) -> int:
         bounds = report.ranges[name]
         print(f"{name}: {report.conventions[name]}; normalised from [{bounds.low}, {bounds.high}]")
     return 0
+
+
+def scoring_config(settings: Any, args: argparse.Namespace, scorers: list[str]) -> Any:
+    """The scoring section of the DIFFAGENT_* settings with the flags that were given on top."""
+    flags = {
+        "scorers": scorers,
+        "clip_path": args.clip,
+        "clip_arch": args.clip_arch,
+        "imagereward_path": args.imagereward,
+        "imagereward_med_config": args.imagereward_med_config,
+        "hps_path": args.hps,
+        "hps_version": args.hps_version,
+        "hps_arch": args.hps_arch,
+        "cache_path": args.cache,
+        "device": args.device,
+    }
+    updates = {f"scoring.{name}": value for name, value in flags.items()}
+    return settings.with_overrides(updates).scoring

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from diffagent.ui.cli_agent import _agent_options, _create_agent
+from diffagent.ui.cli_agent import _agent_options, agent_settings
 
-TOKEN_ENV = "DIFFAGENT_TOKEN"
+TOKEN_ENV = "DIFFAGENT_SERVER__TOKEN"
 
 
 def register(commands: Any) -> None:
@@ -20,8 +19,8 @@ def register(commands: Any) -> None:
         description="Serve the agent over REST: POST /v1/chat, OpenAI-compatible "
         "POST /v1/chat/completions (streaming too), GET /healthz.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="Bind address (default 127.0.0.1).")
-    parser.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
+    parser.add_argument("--host", default=None, help="Bind address (default 127.0.0.1).")
+    parser.add_argument("--port", type=int, default=None, help="Port (default 8000).")
     parser.add_argument(
         "--token",
         default=None,
@@ -53,19 +52,34 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from diffagent.ui.server import create_app  # here, not at the top: keeps `--help` fast
 
-    if not 0 < args.port < 65536:
+    if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is outside 1-65535")
     if args.catalog is not None and not (args.catalog / "cards.jsonl").is_file():
         raise FileNotFoundError(f"no cards.jsonl in --catalog {args.catalog}")
-    agent = _create_agent(args, ephemeral=False, db=args.db)
-    limits = {
-        name: value
-        for name, value in [
-            ("max_body_bytes", args.max_body_bytes),
-            ("max_message_chars", args.max_message_chars),
-        ]
-        if value is not None
-    }
-    app = create_app(agent, token=args.token or os.environ.get(TOKEN_ENV) or None, **limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    settings = serve_settings(args)
+    agent = _create_agent(settings)
+    app = create_app(agent, server=settings.server)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info")
     return 0
+
+
+def serve_settings(args: argparse.Namespace) -> Any:
+    """The settings `serve` runs with: DIFFAGENT_* settings, then the flags that were given."""
+    return agent_settings(
+        args,
+        **{
+            "paths.database": args.db,
+            "server.host": args.host,
+            "server.port": args.port,
+            "server.token": args.token or None,
+            "server.max_body_bytes": args.max_body_bytes,
+            "server.max_message_chars": args.max_message_chars,
+        },
+    )
+
+
+def _create_agent(settings: Any) -> Any:
+    """The agent `serve` runs (conversations persist: never ephemeral)."""
+    from diffagent.agent.service import DiffAgent
+
+    return DiffAgent.create(settings)

@@ -22,7 +22,8 @@ def register(commands: Any) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="folder of downloaded weights (default: $DIFFAGENT_MODEL_STORE or <data dir>/models)",
+        help="folder of downloaded weights "
+        "(default: $DIFFAGENT_GENERATION__MODEL_STORE, else <data dir>/models)",
     )
     generate.add_argument(
         "--cards",
@@ -106,6 +107,7 @@ def _card(cards: dict[int, Any], version_id: int | None, what: str) -> Any:
 def _generate(args: argparse.Namespace) -> int:
     from PIL.PngImagePlugin import PngInfo
 
+    from diffagent.agent.settings import Settings
     from diffagent.tools.exports import a1111_infotext
     from diffagent.tools.generate import GenerationConfig, Generator
     from diffagent.tools.store import default_model_store
@@ -113,7 +115,8 @@ def _generate(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     api = _read_api(args.api)
-    store = args.model_store or default_model_store()
+    configured = Settings().generation
+    store = args.model_store or (configured.model_store if configured else default_model_store())
     card_files = args.cards or [p for p in [store / "cards.jsonl"] if p.is_file()]
     cards = _load_cards(card_files)
     checkpoint_id = api.checkpoint.version_id if api.checkpoint else api.version_id

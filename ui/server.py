@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,16 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from diffagent.agent.service import UnknownSessionError
+from diffagent.agent.service import TurnResult
+from diffagent.agent.settings import ServerSettings, Settings
+from diffagent.errors import DiffAgentError, UnknownSessionError
 from diffagent.paths import user_data_dir
-
-if TYPE_CHECKING:
-    from diffagent.agent.service import AgentConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 1_000_000
-DEFAULT_MAX_MESSAGE_CHARS = 20_000
 MODEL_NAME = "diffagent"
 SESSION_HEADER = "X-Session-Id"
 IMAGE_NAME = re.compile(r"[\w.-]+\.(png|jpg|jpeg|webp)")
@@ -48,27 +45,13 @@ class AgentLike(Protocol):
         """Create a conversation and return its id."""
         ...
 
-    def reply(self, session_id: str, message: str) -> Any:
-        """Run one turn; returns a `TurnResult`; raises `UnknownSessionError` for unknown ids."""
+    def reply(self, session_id: str, message: str) -> TurnResult:
+        """Run one turn; raises `UnknownSessionError` for unknown ids."""
         ...
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
         """The conversation so far as role/content dicts."""
         ...
-
-
-class ServerSettings(BaseModel):
-    """Limits and access control of the REST server."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    token: str | None = Field(
-        default=None, description="Bearer token required on /v1/*; None = open."
-    )
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=256, description="413 above.")
-    max_message_chars: int = Field(
-        default=DEFAULT_MAX_MESSAGE_CHARS, ge=1, description="422 above."
-    )
 
 
 class ChatRequest(BaseModel):
@@ -244,24 +227,36 @@ def create_app(
     agent: AgentLike | None = None,
     *,
     agent_factory: Callable[[], AgentLike] | None = None,
-    config: AgentConfig | None = None,
+    config: Settings | None = None,
+    server: ServerSettings | None = None,
     token: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    max_body_bytes: int | None = None,
+    max_message_chars: int | None = None,
     image_dir: Path | None = None,
 ) -> FastAPI:
     """Build the FastAPI app over one agent.
 
     Give at most one of `agent` (already built), `agent_factory` (called on first use) or
-    `config` (an `AgentConfig` for `DiffAgent.create`); with none, the default config is used.
+    `config` (`Settings` for `DiffAgent.create`); with none, the default settings are used.
+    `server` holds the limits and token (default: `config.server`, else the defaults); `token`,
+    `max_body_bytes` and `max_message_chars` override it.
     `image_dir` is the folder generated images are served from (default: the agent's default,
     `user_data_dir()/images`); images elsewhere are listed by path only.
     """
     if sum(value is not None for value in (agent, agent_factory, config)) > 1:
         raise ValueError("give at most one of agent, agent_factory or config")
     try:
-        settings = ServerSettings(
-            token=token or None, max_body_bytes=max_body_bytes, max_message_chars=max_message_chars
+        base = server or (config.server if config is not None else ServerSettings())
+        overrides = {
+            "token": token or None,
+            "max_body_bytes": max_body_bytes,
+            "max_message_chars": max_message_chars,
+        }
+        settings = ServerSettings.model_validate(
+            {
+                **base.model_dump(),
+                **{key: value for key, value in overrides.items() if value is not None},
+            }
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -323,8 +318,10 @@ def create_app(
             raise HTTPException(
                 404, f"unknown session_id {args[0]!r}; omit it to start a new session"
             ) from error
-        except ValueError as error:
-            raise HTTPException(400, str(error)) from error
+        except DiffAgentError as error:
+            if error.status >= 500:
+                logger.exception("agent.%s failed", method)
+            raise HTTPException(error.status, str(error)) from error
         except Exception as error:
             logger.exception("agent.%s failed", method)
             raise HTTPException(

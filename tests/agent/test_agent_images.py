@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffagent.agent.service import AgentConfig, DiffAgent
+from diffagent.agent.service import DiffAgent
 from diffagent.index.catalog import Catalog
 from diffagent.tools.generate import GenerationConfig
 from diffagent.tools.scoring import ScoringConfig
 from diffagent.tools.testing.score_tiny import make_tiny_scorer_weights
 from diffagent.tools.testing.tiny import make_tiny_weights
 
-from ..fakes import FakeIndex
+from ..fakes import FakeIndex, settings_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,7 +36,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dic
 def _agent(tiny: tuple[dict[str, Path], dict[str, Path]], tmp_path: Path) -> DiffAgent:
     weights, scorers = tiny
     store = weights["cards"].parent
-    config = AgentConfig(
+    config = settings_for(
         catalog_dir=store,
         mode="retrieval",
         checkpoint_db=tmp_path / "conversations.sqlite",
@@ -93,3 +93,35 @@ def test_a_refinement_regenerates_with_the_new_size(
 
     with Image.open(second.images[0]) as image:
         assert image.size == (128, 64)
+
+
+def test_chat_command_with_a_model_store_makes_and_scores_images(
+    tiny: tuple[dict[str, Path], dict[str, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from diffagent.ui.cli import main
+
+    weights, scorers = tiny
+    store = weights["cards"].parent
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "cards.jsonl").write_bytes(weights["cards"].read_bytes())
+    # The tiny scorers' architectures are config files: given as settings, weights as flags.
+    monkeypatch.setenv("DIFFAGENT_SCORING__CLIP_ARCH", str(scorers["clip_arch"]))
+    monkeypatch.setenv("DIFFAGENT_SCORING__HPS_ARCH", str(scorers["hps_arch"]))
+    monkeypatch.setattr("sys.stdin", io.StringIO("tiny checkpoint: a lighthouse at dusk\nexit\n"))
+    argv = [
+        "chat", "--catalog", str(catalog), "--mode", "retrieval", "--db", str(tmp_path / "c.db"),
+        "--model-store", str(store), "--device", "cpu", "--seeds", "2", "--seed", "3",
+        "--output-dir", str(tmp_path / "images"),
+        "--clip-weights", str(scorers["clip"]), "--hps-weights", str(scorers["hps"]),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    images = sorted((tmp_path / "images").glob("*.png"))
+    assert [path.stem.rsplit("-", 1)[1] for path in images] == ["3", "4"]
+    assert "Images: " in out and "Unified score" in out

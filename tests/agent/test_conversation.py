@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from diffagent.agent.service import AgentConfig, DiffAgent
+from diffagent.agent.service import DiffAgent
 
+from ..fakes import settings_for
 from .conftest import ScriptedBackend, api_json
 
 
 def make_agent(tmp_path: Path, index, backend, **config) -> DiffAgent:
-    cfg = AgentConfig(checkpoint_db=tmp_path / "conv.sqlite", **config)
+    cfg = settings_for(checkpoint_db=tmp_path / "conv.sqlite", **config)
     return DiffAgent.create(cfg, backend=backend, index=index)
 
 
@@ -139,7 +140,7 @@ def test_a_base_model_the_catalog_lacks_is_refused_and_the_pick_kept(tmp_path: P
 
 @pytest.mark.slow
 def test_five_turns_with_the_embedded_planner_on_the_starter_catalog(tmp_path: Path) -> None:
-    agent = DiffAgent.create(AgentConfig(checkpoint_db=tmp_path / "conv.sqlite"))
+    agent = DiffAgent.create(settings_for(checkpoint_db=tmp_path / "conv.sqlite"))
     sid = agent.new_session()
     first = agent.reply(sid, "a cozy cabin in a snowy forest at dusk, oil painting")
     square = agent.reply(sid, "square")

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 from diffagent.agent.graph import build_graph
-from diffagent.agent.service import AgentConfig, DiffAgent, UnknownSessionError
+from diffagent.agent.service import DiffAgent, UnknownSessionError
 from diffagent.index.catalog import Catalog
 
+from ..fakes import settings_for
 from .conftest import FakeIndex, ScriptedBackend, api_json, make_card
 
 
 def make_agent(tmp_path: Path, index, backend=None, **config) -> DiffAgent:
-    cfg = AgentConfig(checkpoint_db=tmp_path / "conv.sqlite", **config)
+    cfg = settings_for(checkpoint_db=tmp_path / "conv.sqlite", **config)
     return DiffAgent.create(cfg, backend=backend, index=index)
 
 
@@ -218,16 +219,17 @@ class FakeScorer:
 def agent_with_tools(tmp_path, index, generator, scorer) -> DiffAgent:
     from diffagent.agent.context import AgentContext
 
+    settings = settings_for(
+        ephemeral=True, mode="retrieval", seed=1, seeds=2, output_dir=tmp_path / "images"
+    )
     context = AgentContext(
         catalog=index.catalog,
         index=index,
-        mode="retrieval",
         generator=generator,
         scorer=scorer,
-        seeds=[1, 2],
-        output_dir=tmp_path / "images",
+        settings=settings,
     )
-    return DiffAgent(AgentConfig(ephemeral=True), context)
+    return DiffAgent(settings, context)
 
 
 def test_generate_and_score_when_tools_are_configured(tmp_path, index) -> None:

@@ -171,9 +171,15 @@ def test_missing_weights_name_what_to_download(tiny, tmp_path, scorer_name, fiel
 
 
 def test_from_env_reads_paths_and_flags_win(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("DIFFAGENT_HPS_WEIGHTS", str(tmp_path / "env.pt"))
-    monkeypatch.setenv("DIFFAGENT_CLIP_WEIGHTS", str(tmp_path / "clip.pt"))
-    config = ScoringConfig.from_env(hps_path=tmp_path / "flag.pt", device=None)
+    from diffagent.agent.settings import Settings
+
+    monkeypatch.setenv("DIFFAGENT_SCORING__HPS_PATH", str(tmp_path / "env.pt"))
+    monkeypatch.setenv("DIFFAGENT_SCORING__CLIP_PATH", str(tmp_path / "clip.pt"))
+    settings = Settings().with_overrides(
+        {"scoring.hps_path": tmp_path / "flag.pt", "scoring.device": None}
+    )
+    config = settings.scoring
+    assert config is not None
     assert config.hps_path == tmp_path / "flag.pt"
     assert config.clip_path == tmp_path / "clip.pt"
     assert config.device == "auto"

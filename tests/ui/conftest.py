@@ -16,7 +16,7 @@ import uvicorn
 from diffagent.cards import ModelCard, write_cards
 from diffagent.index.catalog import Catalog
 
-from ..fakes import FakeIndex, make_card
+from ..fakes import FakeIndex, make_card, settings_for
 
 SQUARE, SQUARE_XL = (512, 512), (1024, 1024)
 CARDS = [
@@ -91,12 +91,12 @@ def build_agent(db_path: Path, *, scripted: bool = True) -> Any:
 
     With `scripted=False` the configured planner (the embedded LLM by default) is used instead.
     """
-    from diffagent.agent.service import AgentConfig, DiffAgent
+    from diffagent.agent.service import DiffAgent
 
     catalog_dir = db_path.parent / "catalog"
     if not (catalog_dir / "cards.jsonl").is_file():
         write_cards(CARDS, catalog_dir / "cards.jsonl")
-    config = AgentConfig(catalog_dir=catalog_dir, checkpoint_db=db_path, mode="rank")
+    config = settings_for(catalog_dir=catalog_dir, checkpoint_db=db_path, mode="rank")
     index = FakeIndex(Catalog.load(catalog_dir))
     backend = ScriptedPlanner() if scripted else None
     return DiffAgent.create(config, backend=backend, index=index)

@@ -55,29 +55,47 @@ def test_each_chat_has_its_own_session_and_shows_the_turn(
 def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_path: Path) -> None:
     from chainlit.context import init_http_context
 
+    from diffagent.agent.respond import compose_reply
+    from diffagent.agent.service import TurnResult
+    from diffagent.agent.state import State
+    from diffagent.cards import ModelCard
+
+    from ..fakes import make_card
+
     image = tmp_path / "seed0.png"
     image.write_bytes(b"\x89PNG fake")
-    turn = {
-        "reply": "Use **Dream**.",
-        "why": "its trigger words match",
-        "card": {
-            "name": "Dream",
-            "version_name": "v8",
-            "type": "Checkpoint",
-            "base_model": "SD 1.5",
-            "model_id": 4384,
-            "version_id": 128713,
-            "trigger_words": ["dreamy"],
-            "description": "A general model.",
-        },
-        "api": {"model": "Dream", "width": 512},
-        "repairs": [
-            {"field": "model", "before": "Dreem", "after": "Dream", "reason": "misspelled"}
-        ],
-        "scores": {"unified": 0.61234},
-        "images": [str(image)],
-        "exports": {"a1111": "{}"},
+    card: ModelCard = make_card(128713, "Dream", triggers=["dreamy"])
+    api = {
+        "model": "Dream",
+        "type": "Checkpoint",
+        "base_model": "SD 1.5",
+        "version_id": 128713,
+        "width": 512,
+        "height": 512,
+        "sampling_method": "Euler a",
+        "sampling_steps": 20,
+        "cfg_scale": 7.0,
+        "prompt": "dreamy, a castle",
     }
+    repairs = [{"field": "model", "before": "Dreem", "after": "Dream", "reason": "misspelled"}]
+    state = State(
+        api=api,
+        why="its trigger words match",
+        repairs=repairs,
+        scores={"unified": 0.61234},
+        images=[str(image)],
+    )
+    turn = TurnResult(
+        session_id="s",
+        reply=compose_reply(state),
+        api=api,
+        card=card,
+        why=state.why,
+        repairs=repairs,
+        images=[str(image)],
+        scores=state.scores,
+        exports={"a1111": "{}"},
+    )
 
     async def render() -> tuple[str, list[Any]]:
         init_http_context()  # elements belong to a chat thread
@@ -86,6 +104,7 @@ def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_p
     content, elements = asyncio.run(render())
     assert "its trigger words match" in content
     assert "model: Dreem -> Dream (misspelled)" in content and "0.612" in content
+    assert content.count("Dreem") == 1  # repairs are rendered once, by the agent
     by_name = {element.name: element for element in elements}
     assert "modelVersionId=128713" in by_name["model card"].content
     assert by_name["image 1"].path == str(image)

@@ -22,7 +22,16 @@ def test_serve_options_are_registered() -> None:
     args = build_parser().parse_args(
         ["serve", "--port", "9001", "--token", "t", "--mode", "retrieval"]
     )
-    assert (args.host, args.port, args.token, args.mode) == ("127.0.0.1", 9001, "t", "retrieval")
+    from diffagent.ui.cli_serve import serve_settings
+
+    settings = serve_settings(args)
+    server = settings.server
+    assert (server.host, server.port, server.token, settings.planner.mode) == (
+        "127.0.0.1",
+        9001,
+        "t",
+        "retrieval",
+    )
     assert args.handler.__name__ == "run_serve"
 
 
@@ -123,9 +132,9 @@ def test_serve_wires_agent_token_and_limits(
     served: dict[str, Any] = {}
     built: list[Path | None] = []
 
-    def create_agent(args: Any, *, ephemeral: bool, db: Path | None = None) -> Any:
-        assert ephemeral is False  # conversations must outlive the process
-        built.append(db)
+    def create_agent(settings: Any) -> Any:
+        assert settings.paths.ephemeral is False  # conversations must outlive the process
+        built.append(settings.paths.database)
         return agent_factory()
 
     monkeypatch.setattr(cli_serve, "_create_agent", create_agent)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from diffagent.errors import BadInputError, PlannerError
 from diffagent.ui.server import create_app
 
 
@@ -114,7 +115,11 @@ def test_agent_errors_do_not_crash_the_server(serve_app: Any) -> None:
 
         def reply(self, session_id: str, message: str) -> Any:
             if message == "value":
-                raise ValueError("prompt mentions nothing drawable")
+                raise BadInputError("prompt mentions nothing drawable")
+            if message == "internal":
+                raise ValueError("max() arg is an empty sequence")  # a bug, not the client's fault
+            if message == "planner":
+                raise PlannerError("the planner endpoint did not answer")
             raise RuntimeError("boom")
 
         def history(self, session_id: str) -> list[dict[str, str]]:
@@ -127,6 +132,13 @@ def test_agent_errors_do_not_crash_the_server(serve_app: Any) -> None:
         crash = client.post("/v1/chat", json={"message": "other"})
         assert crash.status_code == 500
         assert "RuntimeError" in crash.json()["error"]["message"]
+        internal = client.post("/v1/chat", json={"message": "internal"})
+        assert internal.status_code == 500
+        assert internal.json()["error"]["type"] == "server_error"
+        assert "ValueError" in internal.json()["error"]["message"]
+        planner = client.post("/v1/chat", json={"message": "planner"})
+        assert planner.status_code == 502
+        assert planner.json()["error"]["message"] == "the planner endpoint did not answer"
         assert client.get("/healthz").status_code == 200
 
 
