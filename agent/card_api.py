@@ -84,7 +84,7 @@ def card_api(
     params = card_params(card)
     width, height = size or (params.width, params.height)
     wanted = target_size(cons, card.base_model)
-    if wanted is not None and is_valid_size(*wanted, card.base_model):
+    if wanted is not None and is_valid_size(wanted[0], wanted[1], card.base_model):
         width, height = wanted
     loras: list[LoraRef] = []
     checkpoint_ref = None

@@ -89,6 +89,7 @@ class DiffAgent:
             checkpointer = SqliteSaver(self._conn)
         self.graph = build_graph(checkpointer)
         self._select_graph = build_graph(None)
+        self._owns_index = False  # set by create() when it opened the index itself
 
     @classmethod
     def create(
@@ -100,6 +101,7 @@ class DiffAgent:
     ) -> DiffAgent:
         """Build an agent: open the catalog's index, the planner and (if configured) the tools."""
         cfg = config or Settings()
+        owns_index = index is None
         if index is None:
             from diffagent.index.search import CatalogIndex  # noqa: PLC0415
 
@@ -128,7 +130,9 @@ class DiffAgent:
             scorer=scorer,
             settings=cfg,
         )
-        return cls(cfg, context)
+        agent = cls(cfg, context)
+        agent._owns_index = owns_index
+        return agent
 
     def new_session(self) -> str:
         """Create a conversation and return its id."""
@@ -216,11 +220,14 @@ class DiffAgent:
         )
 
     def close(self) -> None:
-        """Close the conversation database."""
+        """Close the conversation database and the index (when it can be closed)."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            close_index = getattr(self.context.index, "close", None)
+            if self._owns_index and callable(close_index):
+                close_index()
 
     def _require(self, session_id: str) -> None:
         if not self.has_session(session_id):

@@ -383,7 +383,9 @@ def _resolve_lora(item: Any, card: ModelCard, catalog: Catalog | None) -> dict[s
 
 def _valid_size(width: Any, height: Any, base: str) -> tuple[int, int] | None:
     w, h = _as_int(width), _as_int(height)
-    return (w, h) if is_valid_size(w, h, base) else None
+    if w is None or h is None or not is_valid_size(w, h, base):
+        return None
+    return w, h
 
 
 def _in_range(value: Any, bounds: tuple[Any, Any], kind: type) -> Any:

@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from diffagent.index.cards import ModelCard
+from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog
-from diffagent.index.lexical import CONFIG as LEXICAL_CONFIG
-from diffagent.index.lexical import LexicalIndex, tokenize
 from diffagent.index.search import (
+    CHROMA_DIR,
     FUSION_FILE,
     LEXICAL_DIR,
     MANIFEST_FILE,
@@ -42,6 +41,10 @@ from diffagent.index.search import (
     load_pairs,
     train_prompts,
 )
+from diffagent.index.search.dense import DenseChannel
+from diffagent.index.search.evaluation import query_with_vector
+from diffagent.index.search.lexical import CONFIG as LEXICAL_CONFIG
+from diffagent.index.search.lexical import LexicalIndex, tokenize
 
 NOISE_SIGMA = 0.025
 DROP = 0.3
@@ -96,8 +99,8 @@ def expand(real: CatalogIndex, size: int, work: Path, seed: int = 0) -> CatalogI
         for i, v in zip(stored["ids"], stored["embeddings"], strict=True)
     }
     ids, docs = [], []
-    index = CatalogIndex(catalog, index_dir, real.embedding_function)
-    collection = index.collection
+    dense = DenseChannel(index_dir / CHROMA_DIR, real.embedding_function)
+    collection = dense.collection
     batch: tuple[list[str], list[np.ndarray], list[dict[str, str]]] = ([], [], [])
     for card in tqdm(expanded, desc=f"expanding to {size}", unit="card"):
         original = card.version_id % ID_STRIDE
@@ -119,6 +122,7 @@ def expand(real: CatalogIndex, size: int, work: Path, seed: int = 0) -> CatalogI
             batch = ([], [], [])
     if batch[0]:
         collection.upsert(ids=batch[0], embeddings=batch[1], metadatas=batch[2])
+    dense.close()
     LexicalIndex.build(ids, docs).save(index_dir / LEXICAL_DIR)
     shutil.copy(real.index_dir / FUSION_FILE, index_dir / FUSION_FILE)
     ready.write_text(IndexManifest(cards=size, lexical_digest=LEXICAL_CONFIG).model_dump_json())
@@ -136,7 +140,7 @@ def measure(index: CatalogIndex, prompts: list[str], **filters: str) -> dict[str
         total.append(time.perf_counter() - start)
         vector = index.embedding_function.embed_queries([prompt])[0]
         start = time.perf_counter()
-        index.query_with_vector(prompt, vector, 10, **filters)
+        query_with_vector(index, prompt, vector, 10, **filters)
         retrieval.append(time.perf_counter() - start)
     return {
         "p50_ms": 1000 * float(np.percentile(total, 50)),
@@ -177,10 +181,11 @@ def main() -> None:
         f"{len(prompts)} val prompts; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
-    report("real", real, prompts)
-    for size in args.sizes:
-        synthetic = expand(real, size, args.work)
-        report("synthetic", synthetic, prompts)
+    with real:
+        report("real", real, prompts)
+        for size in args.sizes:
+            with expand(real, size, args.work) as synthetic:
+                report("synthetic", synthetic, prompts)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffagent.agent.planner import PlannerConfig, make_backend, plan_generate, plan_rank
-from diffagent.index.cards import ModelCard
+from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog, starter_catalog_dir
 
 # CPU time (process_time) is printed beside wall time: on a shared machine the wall time

@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from diffagent.index.search import CatalogIndex, lexical_document, load_pairs, train_prompts
+from diffagent.index.search.evaluation import dense_only, lexical_only, query_with_vector
 
 KS = (1, 5, 10)
 
@@ -74,11 +75,11 @@ def main() -> None:
         vectors = index.embedding_function.embed_queries(prompts, show_progress=True)
         embed_s = time.perf_counter() - start
         fused = [
-            [h.card.version_id for h in index.query_with_vector(p, v, 10)]
+            [h.card.version_id for h in query_with_vector(index, p, v, 10)]
             for p, v in zip(prompts, vectors, strict=True)
         ]
-        dense = [index.dense_only(v, 10) for v in vectors]
-        lexical = [index.lexical_only(p, 10) for p in prompts]
+        dense = [dense_only(index, v, 10) for v in vectors]
+        lexical = [lexical_only(index, p, 10) for p in prompts]
         results[split] = {
             "fused": recall(fused, truth),
             "dense": recall(dense, truth),

@@ -76,13 +76,14 @@ def _build(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from diffagent.index.search import CatalogIndex
 
-    index = CatalogIndex.open(
+    with CatalogIndex.open(
         args.catalog or starter_catalog_dir(),
         args.index_dir,
         embedding_function=_embedding_function(),
-    )
-    search = index.nearest_by_name if args.name else index.query
-    for hit in search(args.prompt, args.k, base_model=args.base_model, model_type=args.model_type):
+    ) as index:
+        search = index.nearest_by_name if args.name else index.query
+        hits = search(args.prompt, args.k, base_model=args.base_model, model_type=args.model_type)
+    for hit in hits:
         row = {
             "version_id": hit.card.version_id,
             "model_id": hit.card.model_id,

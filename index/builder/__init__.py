@@ -1,1 +1,1 @@
-"""The DABench builder: Civitai reader and crawler, filters, reverse mapping, descriptions, splits."""
+"""The DABench builder: Civitai reader, crawler, filters, reverse mapping, splits, catalog."""

@@ -34,7 +34,11 @@ PARAMS = ("width", "height", "sampling_method", "sampling_steps", "cfg_scale", "
 def test_card_params_are_clamped_into_range() -> None:
     params = card_params(ODD)
     assert (params.width, params.height) == (520, 2048)
-    assert (params.sampling_method, params.sampling_steps, params.cfg_scale) == ("Euler a", 150, 1.0)
+    assert (params.sampling_method, params.sampling_steps, params.cfg_scale) == (
+        "Euler a",
+        150,
+        1.0,
+    )
 
 
 def _agent(tmp_path: Path, mode: str, backend: ScriptedBackend | None) -> DiffAgent:

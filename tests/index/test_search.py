@@ -8,12 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffagent.index.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
+from diffagent.cards import CardFile, CardStats, ModelCard, RecommendedParams, write_cards
 from diffagent.index.catalog import Catalog, starter_catalog_dir
-from diffagent.index.embeddings import MiniLMEmbeddingFunction
-from diffagent.index.fusion import FusionWeights, TuningQuery, candidate_features, evaluate, tune
-from diffagent.index.lexical import terms, tokenize
 from diffagent.index.search import CatalogIndex, default_index_dir
+from diffagent.index.search.embeddings import MiniLMEmbeddingFunction
+from diffagent.index.search.fusion import (
+    FusionWeights,
+    TuningQuery,
+    candidate_features,
+    evaluate,
+    tune,
+)
+from diffagent.index.search.lexical import terms, tokenize
 from diffagent.paths import user_data_dir
 from diffagent.ui.cli import main
 
@@ -267,7 +273,7 @@ def test_filters(
     selective: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("diffagent.index.search.SELECTIVE_FILTER", selective)
+    monkeypatch.setattr("diffagent.index.search.dense.SELECTIVE_FILTER", selective)
     hits = built.query(
         "anime girl with flowers", k=12, base_model=base_model, model_type=model_type
     )
@@ -336,6 +342,24 @@ def test_builds_are_idempotent_and_incremental(
     assert updated.query("zebra stripes", k=1)[0].card.version_id == 104
     assert updated.nearest_by_name("okapi forrest", k=1)[0].card.version_id == 999
     assert all(h.card.version_id != 110 for h in updated.query("mechasuit gundam robot", k=12))
+
+
+def test_close_releases_the_embedding_thread_and_chroma(
+    built: CatalogIndex, embedding: CountingEmbedding
+) -> None:
+    with CatalogIndex.open(built.catalog.directory, embedding_function=embedding) as index:
+        assert index.query("a fluffy corgi puppy", k=1)[0].card.version_id == 109
+        executor = index._executor
+        assert executor is not None  # the prompt embedding ran in it
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        executor.submit(print)
+    assert index.dense._client is None
+    with pytest.raises(RuntimeError, match="closed; open it again with CatalogIndex.open"):
+        index.query("a fluffy corgi puppy")
+    with pytest.raises(RuntimeError, match="closed"):
+        index.nearest_by_name("Corgi Lover")
+    index.close()  # a second close does nothing
+    assert built.query("a fluffy corgi puppy", k=1)[0].card.version_id == 109  # Chroma still open
 
 
 def test_open_without_build_needs_an_index(tmp_path: Path) -> None:
