@@ -1,7 +1,12 @@
-"""A loaded catalog: the cards of one catalog directory with lookups by id, name and hash."""
+"""A loaded catalog: the cards of one catalog directory with lookups by id, name and hash.
+
+A catalog directory holds `cards.jsonl`, `pairs/{train,val,test}.jsonl`, `stats.json` and
+`evidence.jsonl` (every kept SFW sample prompt per version, with its image id).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -10,6 +15,7 @@ from pathlib import Path
 from diffagent.cards import ModelCard, read_cards
 
 CARDS_FILE = "cards.jsonl"
+EVIDENCE_FILE = "evidence.jsonl"
 
 
 def starter_catalog_dir() -> Path:
@@ -68,3 +74,15 @@ class Catalog:
     def by_hash(self, file_hash: str) -> ModelCard | None:
         """The card whose primary file has this SHA256 or AutoV2 (10-hex) hash, or None."""
         return self.cards.get(self._by_hash.get(file_hash.strip().upper(), -1))
+
+
+def iter_evidence(directory: Path) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    """(version id, [(image id, prompt), ...]) per line of `directory/evidence.jsonl` (or none)."""
+    path = Path(directory) / EVIDENCE_FILE
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                yield int(row["version_id"]), [(int(i), str(p)) for i, p in row["prompts"]]

@@ -23,6 +23,7 @@ from diffagent.index.builder.describe import (
     TemplateRewriter,
     distinctive_terms,
 )
+from diffagent.index.builder.evidence import EVIDENCE_FILE, version_evidence, write_evidence
 from diffagent.index.builder.filters import (
     FilterConfig,
     PromptGuard,
@@ -65,6 +66,8 @@ class BuildResult:
     cards: list[ModelCard]
     pairs: dict[str, list[dict[str, Any]]]
     stats: dict[str, Any] = field(default_factory=dict)
+    evidence: list[tuple[int, list[tuple[int, str]]]] = field(default_factory=list)
+    """(version id, [(image id, prompt)]) of every card: all its kept SFW sample prompts."""
 
 
 def air_urn(base_model: str, model_type: str, model_id: int, version_id: int) -> str:
@@ -108,6 +111,12 @@ def build_catalog(
 
     cards = _make_cards(selected, split["train"], defaults, config, rewriter)
     by_id = {card.version_id: card for card in cards}
+    min_chars = config.mapping.min_prompt_chars
+    evidence = [
+        (item.version_id, version_evidence(item, min_chars))
+        for item in selected
+        if item.version_id in by_id
+    ]
     pairs = {
         name: [
             _pair_record(p, by_id)
@@ -127,10 +136,11 @@ def build_catalog(
         "cards_by_type": dict(Counter(card.type for card in cards)),
         "cards_by_base": dict(Counter(card.base_model for card in cards)),
         "pairs": {name: len(records) for name, records in pairs.items()},
+        "evidence_prompts": sum(len(prompts) for _, prompts in evidence),
         "default_checkpoints": defaults,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return BuildResult(cards=cards, pairs=pairs, stats=stats)
+    return BuildResult(cards=cards, pairs=pairs, stats=stats, evidence=evidence)
 
 
 def _default_checkpoints(
@@ -308,7 +318,7 @@ def _pair_record(pair: RawPair, cards: dict[int, ModelCard]) -> dict[str, Any]:
 
 
 def write_catalog(result: BuildResult, out_dir: Path) -> None:
-    """Write DIR/cards.jsonl, DIR/pairs/{train,val,test}.jsonl and DIR/stats.json."""
+    """Write DIR/cards.jsonl, DIR/pairs/{train,val,test}.jsonl, DIR/evidence.jsonl, stats.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_cards(result.cards, out_dir / CARDS_FILE)
@@ -317,6 +327,7 @@ def write_catalog(result: BuildResult, out_dir: Path) -> None:
         with (out_dir / PAIRS_DIR / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_evidence(result.evidence, out_dir / EVIDENCE_FILE)
     (out_dir / STATS_FILE).write_text(json.dumps(result.stats, indent=2) + "\n", encoding="utf-8")
 
 

@@ -174,3 +174,21 @@ def test_build_with_crawled_images(tmp_path: Path) -> None:
     pairs = [row for rows in _pairs(out).values() for row in rows]
     assert any(row["image_id"] == 60001 and row["api"]["version_id"] == 1003 for row in pairs)
     assert json.loads((out / "stats.json").read_text())["mapping"]["images_attached"] == 1
+
+
+def test_evidence_keeps_every_sfw_prompt_without_lora_tags(built: Path) -> None:
+    from diffagent.index.catalog import iter_evidence
+
+    evidence = dict(iter_evidence(built))
+    catalog = Catalog.load(built)
+    assert set(evidence) <= set(catalog.cards)
+    images = {image_id for prompts in evidence.values() for image_id, _ in prompts}
+    assert not images & NSFW_IMAGES
+    pixel = dict(evidence[1010])
+    # An image whose base checkpoint did not resolve (unknown hash) is evidence all the same.
+    assert pixel[50018] == "pixel art, a dragon"
+    assert all("<" not in prompt for prompts in evidence.values() for _, prompt in prompts)
+    paired = {row["image_id"] for rows in _pairs(built).values() for row in rows}
+    assert paired < images  # more evidence than pairs
+    stats = json.loads((built / "stats.json").read_text())
+    assert stats["evidence_prompts"] == len(images)
