@@ -7,7 +7,7 @@ PROMPT ?= a cute happy corgi, pixel art
 CRAWL ?= ../shared/data/civitai-models-2023-07.jsonl.gz
 CATALOG ?= /tmp/diffagent-catalog
 
-.PHONY: install demo test test-slow lint format bench catalog starter clean
+.PHONY: install demo test test-slow test-browser lint format bench catalog starter clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -q -m slow
+
+# The Chainlit app in headless Chromium (Debian's chromium and driver; installed if missing).
+# DIFFAGENT_SCREENSHOTS=1 rewrites docs/screenshots/.
+test-browser: install
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
+	$(BIN)/pytest -q -s -m slow tests/ui/test_chainlit_browser.py
 
 lint: install
 	$(BIN)/ruff check .

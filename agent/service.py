@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
@@ -51,6 +52,13 @@ class TurnResult(BaseModel):
     )
     intent: str = Field(default="image", description="image, question, nsfw or empty.")
     changes: list[str] = Field(default_factory=list, description="What this message changed.")
+    alternatives: list[ModelCard] = Field(
+        default_factory=list, description="The next-ranked cards after the chosen one, best first."
+    )
+
+
+StepCallback = Callable[[str, float | None, dict[str, Any] | None], None]
+"""`on_step(node, seconds, update)`: seconds and update are None when the node starts."""
 
 
 class SelectResult(BaseModel):
@@ -157,16 +165,22 @@ class DiffAgent:
             ).fetchone()
             return row is not None
 
-    def reply(self, session_id: str, message: str) -> TurnResult:
-        """Run one turn of `session_id` with the user's `message`."""
+    def reply(
+        self, session_id: str, message: str, on_step: StepCallback | None = None
+    ) -> TurnResult:
+        """Run one turn of `session_id` with the user's `message`.
+
+        `on_step(node, seconds, update)` is called as each graph node starts (seconds None) and
+        ends (its run time and state update), for interfaces that show progress.
+        """
         self._require(session_id)
         config = {"configurable": {"thread_id": session_id}}
+        inputs = {"messages": [{"role": "user", "content": str(message)}]}
         with self._lock:
-            state = self.graph.invoke(
-                {"messages": [{"role": "user", "content": str(message)}]},
-                config,
-                context=self.context,
-            )
+            if on_step is None:
+                state = self.graph.invoke(inputs, config, context=self.context)
+            else:
+                state = self._stream_turn(inputs, config, on_step)
         api = T2IApi.model_validate(state["api"]) if state.get("api") else None
         card = self.context.catalog.get(api.version_id) if api and api.version_id else None
         return TurnResult(
@@ -182,7 +196,31 @@ class DiffAgent:
             exports=exports_for(api, self.context.catalog) if api else {},
             intent=state.get("intent", "image"),
             changes=list(state.get("changes", [])),
+            alternatives=self._alternatives(state, api),
         )
+
+    def _stream_turn(
+        self, inputs: dict[str, Any], config: dict[str, Any], on_step: StepCallback
+    ) -> dict[str, Any]:
+        """Run the graph node by node, reporting each start and end; return the final state."""
+        started: dict[str, float] = {}
+        for event in self.graph.stream(inputs, config, context=self.context, stream_mode="tasks"):
+            if "result" in event:
+                seconds = time.perf_counter() - started.pop(event["id"], time.perf_counter())
+                on_step(event["name"], seconds, dict(event["result"] or {}))
+            else:
+                started[event["id"]] = time.perf_counter()
+                on_step(event["name"], None, None)
+        return dict(self.graph.get_state(config).values)
+
+    def _alternatives(
+        self, state: dict[str, Any], api: T2IApi | None, limit: int = 3
+    ) -> list[ModelCard]:
+        """The cards ranked after the chosen one (at most `limit`)."""
+        if api is None:
+            return []
+        cards = [self.context.catalog.get(v) for v in state.get("ranking") or []]
+        return [c for c in cards if c is not None and c.version_id != api.version_id][:limit]
 
     def history(self, session_id: str) -> list[dict[str, str]]:
         """The conversation so far: [{"role": "user"|"assistant", "content": str}]."""

@@ -110,6 +110,26 @@ class FakeIndex:
         return sorted(scored, key=lambda h: -h.score)[:k]
 
 
+class ScriptedPlanner:
+    """A PlannerBackend that needs no LLM: ranks candidates in retrieval order (thread-safe)."""
+
+    name = "scripted"
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict | None = None,
+        max_new_tokens: int = 256,
+    ) -> str:
+        return "not JSON: the scripted planner only ranks"
+
+    def score_continuations(
+        self, messages: list[dict[str, str]], continuations: list[str]
+    ) -> list[float]:
+        return [-0.1 * position for position in range(len(continuations))]
+
+
 _SETTING_PATHS = {
     "catalog_dir": "index.catalog_dir",
     "top_k": "index.top_k",

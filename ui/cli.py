@@ -7,7 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from diffagent.errors import DiffAgentError
-from diffagent.ui import cli_agent, cli_catalog, cli_index, cli_score, cli_serve, cli_tools
+from diffagent.ui import (
+    cli_agent,
+    cli_catalog,
+    cli_chainlit,
+    cli_index,
+    cli_score,
+    cli_serve,
+    cli_tools,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_score.register(commands)
     cli_agent.register(commands)
     cli_serve.register(commands)
+    cli_chainlit.register(commands)
     return parser
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from diffagent.cards import ModelCard, write_cards
 from diffagent.index.catalog import Catalog
 
-from ..fakes import FakeIndex, make_card, settings_for
+from ..fakes import FakeIndex, ScriptedPlanner, make_card, settings_for
 
 SQUARE, SQUARE_XL = (512, 512), (1024, 1024)
 CARDS = [
@@ -64,26 +64,6 @@ CARDS = [
         size=SQUARE_XL,
     ),
 ]
-
-
-class ScriptedPlanner:
-    """A PlannerBackend that needs no LLM: ranks candidates in retrieval order (thread-safe)."""
-
-    name = "scripted"
-
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        json_schema: dict | None = None,
-        max_new_tokens: int = 256,
-    ) -> str:
-        return "not JSON: the scripted planner only ranks"
-
-    def score_continuations(
-        self, messages: list[dict[str, str]], continuations: list[str]
-    ) -> list[float]:
-        return [-0.1 * position for position in range(len(continuations))]
 
 
 def build_agent(db_path: Path, *, scripted: bool = True) -> Any:

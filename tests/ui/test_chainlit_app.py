@@ -47,9 +47,9 @@ def test_each_chat_has_its_own_session_and_shows_the_turn(
     ]
     answer = first[-1]
     names = {element.name for element in answer.elements}
-    assert {"parameters", "model card", "json", "diffusers", "a1111", "comfyui"} <= names
-    assert "Details: " in answer.content
-    assert answer.content.startswith(agent.history(first_id)[-1]["content"])
+    assert {"workflow.json", "txt2img.json", "generate.py"} <= names  # downloadable exports
+    assert agent.history(first_id)[-1]["content"] in answer.content  # the agent's reply, once
+    assert "modelVersionId=" in answer.content and "| size |" in answer.content
 
 
 def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_path: Path) -> None:
@@ -105,10 +105,11 @@ def test_render_turn_shows_card_repairs_scores_and_images(app_module: Any, tmp_p
     assert "its trigger words match" in content
     assert "model: Dreem -> Dream (misspelled)" in content and "0.612" in content
     assert content.count("Dreem") == 1  # repairs are rendered once, by the agent
+    assert "modelVersionId=128713" in content and "`dreamy`" in content
     by_name = {element.name: element for element in elements}
-    assert "modelVersionId=128713" in by_name["model card"].content
     assert by_name["image 1"].path == str(image)
-    assert by_name["a1111"].language == "json"
+    assert by_name["txt2img.json"].content == b"{}"
+    assert "DIFFAGENT_GENERATION__MODEL_STORE" not in content  # images were made
 
 
 def test_empty_message_gets_a_hint(app_module: Any, agent_factory: Callable[[], Any]) -> None:
@@ -123,3 +124,45 @@ def test_empty_message_gets_a_hint(app_module: Any, agent_factory: Callable[[], 
         return await app_module.on_message(cl.Message(content="   "))
 
     assert "describe the image" in asyncio.run(run()).content
+
+
+def test_settings_become_the_refinement_a_user_would_type() -> None:
+    from diffagent.agent.understand import Constraints, understand
+    from diffagent.ui.chainlit_settings import DEFAULTS, refinement_text
+
+    changed = {
+        **DEFAULTS,
+        "base_model": "SDXL 1.0",
+        "model_type": "checkpoint only",
+        "aspect": "square",
+        "steps": 40,
+        "seed": "42",
+    }
+    text = refinement_text(DEFAULTS, changed)
+    assert text == "now SDXL only, no LoRA, make it square, 40 steps, seed 42"
+    assert refinement_text(changed, changed) == ""
+    previous = Constraints(prompt="a corgi, pixel art")
+    merged = understand(text, previous, current_api={"version_id": 1, "type": "LORA"})
+    cons = merged.constraints
+    assert cons.prompt == "a corgi, pixel art"  # a refinement, not a new description
+    assert (cons.base_model, cons.no_lora, cons.aspect, cons.steps, cons.seed) == (
+        "SDXL 1.0",
+        True,
+        "square",
+        40,
+        42,
+    )
+
+
+def test_turn_streams_each_step_with_its_time(agent_factory: Callable[[], Any]) -> None:
+    agent = agent_factory()
+    session = agent.new_session()
+    events: list[tuple[str, float | None]] = []
+    result = agent.reply(
+        session, "a cat astronaut, 3d render", on_step=lambda n, s, u: events.append((n, s))
+    )
+    ended = [name for name, seconds in events if seconds is not None]
+    assert ended[:4] == ["understand", "retrieve", "plan", "validate"] and ended[-1] == "respond"
+    assert [name for name, seconds in events if seconds is None] == ended
+    assert result.api is not None and result.alternatives
+    assert result.api.version_id not in {card.version_id for card in result.alternatives}
