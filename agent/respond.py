@@ -82,9 +82,9 @@ def compose_reply(state: State) -> str:
     if api.get("loras"):
         loras = ", ".join(f"{lo['name']} ({lo['weight']:g})" for lo in api["loras"])
         lines.append(f"LoRAs: {loras}")
-    lines.append(f"Prompt: {api['prompt'][:300]}")
+    lines.append(f"Prompt: {_clip(api['prompt'])}")
     if api.get("negative_prompt"):
-        lines.append(f"Negative prompt: {api['negative_prompt'][:300]}")
+        lines.append(f"Negative prompt: {_clip(api['negative_prompt'])}")
     if state.changes and not state.replan:
         lines.append(f"Changed: {', '.join(state.changes)}")
     if state.repairs:
@@ -96,6 +96,13 @@ def compose_reply(state: State) -> str:
     if state.scores and "unified" in state.scores:
         lines.append(f"Unified score: {state.scores['unified']:.3f}")
     return "\n\n".join([*notes, *lines])
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """`text` cut at a word boundary within `limit` characters, with '…' when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;") + "…"
 
 
 def _describe_repair(repair: dict[str, Any]) -> str:
