@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from diffagent.agent.context import AgentContext, CardIndex
 from diffagent.agent.graph import build_graph
+from diffagent.agent.sessions import SessionLocks, SessionRegistry, check_text
 from diffagent.agent.settings import Settings
 from diffagent.agent.understand import MAX_PROMPT_CHARS
 from diffagent.agent.validate import Repair
@@ -74,27 +75,33 @@ class SelectResult(BaseModel):
 
 
 class DiffAgent:
-    """Thread-safe chat agent over the LangGraph graph with persisted sessions."""
+    """Thread-safe chat agent over the LangGraph graph with persisted sessions.
+
+    Turns of different sessions run concurrently; turns of one session run in order (a lock per
+    session). A turn is stored whole or not at all: a failed turn leaves the conversation as it
+    was. Shared models load once; the embedded planner serialises its own forward passes.
+    """
 
     def __init__(self, config: Settings, context: AgentContext) -> None:
         self.config = config
         self.context = context
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._sessions: set[str] = set()
+        self._turn_locks = SessionLocks()
         if config.paths.ephemeral:
             checkpointer: Any = InMemorySaver()
+            self._sessions = SessionRegistry(None, threading.Lock())
         else:
             path = config.paths.database_path()
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(path), check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS diffagent_sessions "
-                "(session_id TEXT PRIMARY KEY, created_at REAL NOT NULL)"
-            )
             self._conn.commit()
+            # SqliteSaver guards every use of the shared connection with its own lock; the
+            # session table is written under the same lock.
             checkpointer = SqliteSaver(self._conn)
+            self._sessions = SessionRegistry(self._conn, checkpointer.lock)
+        self.checkpointer = checkpointer
         self.graph = build_graph(checkpointer)
         self._select_graph = build_graph(None)
         self._owns_index = False  # set by create() when it opened the index itself
@@ -145,42 +152,56 @@ class DiffAgent:
     def new_session(self) -> str:
         """Create a conversation and return its id."""
         session_id = uuid.uuid4().hex
-        with self._lock:
-            if self._conn is None:
-                self._sessions.add(session_id)
-            else:
-                self._conn.execute(
-                    "INSERT INTO diffagent_sessions VALUES (?, ?)", (session_id, time.time())
-                )
-                self._conn.commit()
+        self._sessions.add(session_id)
         return session_id
 
     def has_session(self, session_id: str) -> bool:
         """Whether `session_id` was created (by this or an earlier process on the same database)."""
-        with self._lock:
-            if self._conn is None:
-                return session_id in self._sessions
-            row = self._conn.execute(
-                "SELECT 1 FROM diffagent_sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            return row is not None
+        return session_id in self._sessions
 
     def reply(
-        self, session_id: str, message: str, on_step: StepCallback | None = None
+        self, session_id: str | None, message: str, on_step: StepCallback | None = None
     ) -> TurnResult:
-        """Run one turn of `session_id` with the user's `message`.
+        """Run one turn of `session_id` with the user's `message`; None starts a new session.
 
+        The turn is stored whole or not at all: when it fails, the conversation is left as it was
+        (and a new session is not created). Text that is not valid Unicode is a BadInputError.
         `on_step(node, seconds, update)` is called as each graph node starts (seconds None) and
         ends (its run time and state update), for interfaces that show progress.
         """
-        self._require(session_id)
+        text = check_text(message)
+        new = session_id is None
+        if session_id is None:
+            session_id = uuid.uuid4().hex
+        else:
+            self._require(session_id)
         config = {"configurable": {"thread_id": session_id}}
-        inputs = {"messages": [{"role": "user", "content": str(message)}]}
-        with self._lock:
-            if on_step is None:
-                state = self.graph.invoke(inputs, config, context=self.context)
-            else:
-                state = self._stream_turn(inputs, config, on_step)
+        inputs = {"messages": [{"role": "user", "content": text}]}
+        with self._turn_locks.hold(session_id):
+            before = self.graph.get_state(config)
+            try:
+                if on_step is None:
+                    state = self.graph.invoke(inputs, config, context=self.context)
+                else:
+                    state = self._stream_turn(inputs, config, on_step)
+                result = self._turn_result(session_id, state)
+            except BaseException:
+                self._roll_back(before)
+                raise
+            if new:
+                self._sessions.add(session_id)
+        return result
+
+    def _roll_back(self, before: Any) -> None:
+        """Make the checkpoint from before a failed turn the conversation's latest again."""
+        if before.config["configurable"].get("checkpoint_id") is None:
+            # The thread had no checkpoint: remove what the failed turn wrote.
+            self.checkpointer.delete_thread(before.config["configurable"]["thread_id"])
+        else:
+            self.graph.update_state(before.config, None, as_node="__copy__")
+
+    def _turn_result(self, session_id: str, state: dict[str, Any]) -> TurnResult:
+        """The TurnResult of a finished turn's state."""
         api = T2IApi.model_validate(state["api"]) if state.get("api") else None
         card = self.context.catalog.get(api.version_id) if api and api.version_id else None
         return TurnResult(
@@ -225,7 +246,7 @@ class DiffAgent:
     def history(self, session_id: str) -> list[dict[str, str]]:
         """The conversation so far: [{"role": "user"|"assistant", "content": str}]."""
         self._require(session_id)
-        with self._lock:
+        with self._turn_locks.hold(session_id):  # never half a turn
             snapshot = self.graph.get_state({"configurable": {"thread_id": session_id}})
         return [dict(m) for m in snapshot.values.get("messages", [])]
 
@@ -236,12 +257,11 @@ class DiffAgent:
         """
         start = time.perf_counter()
         request = {"prompt": prompt.strip()[:MAX_PROMPT_CHARS], "negative_prompt": negative_prompt}
-        with self._lock:
-            state = self._select_graph.invoke(
-                {"messages": [{"role": "user", "content": request["prompt"]}], "request": request},
-                {"configurable": {"thread_id": uuid.uuid4().hex}},
-                context=self.context,
-            )
+        state = self._select_graph.invoke(
+            {"messages": [{"role": "user", "content": request["prompt"]}], "request": request},
+            {"configurable": {"thread_id": uuid.uuid4().hex}},
+            context=self.context,
+        )
         api = T2IApi.model_validate(state["api"]) if state.get("api") else None
         card = self.context.catalog.get(api.version_id) if api and api.version_id else None
         error = state.get("plan_error")
@@ -261,7 +281,8 @@ class DiffAgent:
         """Close the conversation database and the index (when it can be closed)."""
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
+                with self.checkpointer.lock:
+                    self._conn.close()
                 self._conn = None
             close_index = getattr(self.context.index, "close", None)
             if self._owns_index and callable(close_index):

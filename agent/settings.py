@@ -73,6 +73,11 @@ class ServerSettings(BaseModel):
     max_message_chars: int = Field(
         default=DEFAULT_MAX_MESSAGE_CHARS, ge=1, description="422 above."
     )
+    max_turns_per_client: int = Field(
+        default=32,
+        ge=1,
+        description="Turns one client (bearer token, else address) may run at once; 429 above.",
+    )
 
 
 class Settings(BaseSettings):

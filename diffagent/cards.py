@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from diffagent.base_models import BaseModelName, ModelType
+
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: line breaks and other control characters become one space, trimmed."""
+    return _LINE_BREAKS.sub(" ", text).strip()
 
 
 class CardStats(BaseModel):
@@ -34,6 +42,11 @@ class CardFile(BaseModel):
     sha256: str = Field(description="Upper-case hex SHA256 of the file.")
     autov2: str | None = Field(default=None, description="A1111 short hash (first 10 of SHA256).")
     url: str = Field(description="Download URL.")
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return one_line(value)
 
 
 class RecommendedParams(BaseModel):
@@ -77,6 +90,11 @@ class ModelCard(BaseModel):
     file: CardFile
     recommended: RecommendedParams
     created_at: str | None = None
+
+    @field_validator("name", "version_name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return one_line(value)
 
     @property
     def display_name(self) -> str:

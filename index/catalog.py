@@ -44,6 +44,11 @@ class Catalog:
         catalog = cls(directory=Path(directory))
         for card in read_cards(path):
             catalog.add(card)
+        if not catalog.cards:
+            raise ValueError(
+                f"the catalog at {path} has no cards; rebuild it from a crawl with models "
+                "that pass the filters (`diffagent catalog build`)"
+            )
         return catalog
 
     def add(self, card: ModelCard) -> None:

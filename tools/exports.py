@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from diffagent.api import T2IApi
 from diffagent.base_models import base_model_spec
+from diffagent.cards import one_line
 from diffagent.tools.generate import diffusers_clip_skip
 from diffagent.tools.prompt_embeds import strip_extra_networks
 from diffagent.tools.schedulers import scheduler_spec
@@ -180,7 +181,8 @@ def to_diffusers_code(api: T2IApi, files: dict[int, str] | None = None) -> str:
     pipeline = base_model_spec(api.base_model).pipeline_class
     extra = "".join(f", {key}={value!r}" for key, value in spec.config.items())
     lines = [
-        f"# {api.model} ({api.base_model}), sampler {api.sampling_method!r}",
+        # Every value below is written by repr(): a name or prompt can never end the line.
+        f"# model {api.model!r} ({api.base_model!r}), sampler {api.sampling_method!r}",
         "import torch",
         f"from diffusers import {pipeline}, {spec.class_name}",
         "",
@@ -204,12 +206,12 @@ def to_diffusers_code(api: T2IApi, files: dict[int, str] | None = None) -> str:
         "image = pipe(",
         f"    prompt={strip_extra_networks(api.prompt)!r},",
         f"    negative_prompt={strip_extra_networks(api.negative_prompt)!r},",
-        f"    width={api.width},",
-        f"    height={api.height},",
-        f"    num_inference_steps={api.sampling_steps},",
+        f"    width={api.width!r},",
+        f"    height={api.height!r},",
+        f"    num_inference_steps={api.sampling_steps!r},",
         f"    guidance_scale={api.cfg_scale!r},",
         f"    clip_skip={diffusers_clip_skip(api.clip_skip)!r},",
-        f"    generator=torch.Generator('cpu').manual_seed({seed}),",
+        f"    generator=torch.Generator('cpu').manual_seed({seed!r}),",
         ").images[0]",
         'image.save("diffagent.png")',
     ]
@@ -226,7 +228,7 @@ def a1111_infotext(api: T2IApi, seed: int, files: dict[int, str] | None = None) 
         f"CFG scale: {api.cfg_scale:g}",
         f"Seed: {seed}",
         f"Size: {api.width}x{api.height}",
-        f"Model: {payload['override_settings']['sd_model_checkpoint']}",
+        f"Model: {one_line(payload['override_settings']['sd_model_checkpoint'])}",
     ]
     if api.clip_skip is not None:
         fields.append(f"Clip skip: {api.clip_skip}")

@@ -186,13 +186,25 @@ class Generator:
             cls.__name__: cls for cls in (StableDiffusionPipeline, StableDiffusionXLPipeline)
         }
         pipeline_class = classes[base_model_spec(base_model).pipeline_class]
-        if path.is_dir():
-            pipe = pipeline_class.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
-        else:
-            config_dir = self.store.config_dir(path, base_model)
-            pipe = pipeline_class.from_single_file(
-                str(path), config=str(config_dir), torch_dtype=dtype, local_files_only=True
-            )
+        from safetensors import SafetensorError
+
+        config_dir = None if path.is_dir() else self.store.config_dir(path, base_model)
+        try:
+            if config_dir is None:
+                pipe = pipeline_class.from_pretrained(
+                    path, torch_dtype=dtype, local_files_only=True
+                )
+            else:
+                pipe = pipeline_class.from_single_file(
+                    str(path), config=str(config_dir), torch_dtype=dtype, local_files_only=True
+                )
+        except (OSError, SafetensorError, KeyError, RuntimeError) as error:
+            # A damaged or incomplete file (when hashes are not verified): one line, not a trace.
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"could not load {path} as a {base_model} pipeline "
+                f"({type(error).__name__}: {detail[:300]}); check or download the file again"
+            ) from error
         if device != "cpu":
             pipe.to(device)
         pipe.set_progress_bar_config(disable=not self.config.show_progress)

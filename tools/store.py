@@ -23,7 +23,8 @@ MatchMode = Literal["sha256", "name", "name_or_sha256"]
 MATCH_MODES: tuple[str, ...] = ("sha256", "name", "name_or_sha256")
 STORE_CONFIG = "model-store.json"
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 _HASH_CHUNK = 8 * 1024 * 1024
 _PROGRESS_ABOVE = 256 * 1024 * 1024  # show a progress bar when hashing files above this size
 
@@ -98,6 +99,41 @@ def is_safetensors_file(path: Path) -> bool:
     return 0 < header_size < 100_000_000 and head[8:9] == b"{"
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot load (bad header, truncated data), or None when it can.
+
+    Reads only the header: the JSON must parse and its tensors' data offsets must end exactly
+    where the file ends, as the safetensors loader requires.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a safetensors header"
+        header_size = int.from_bytes(head, "little")
+        if not 1 < header_size < _MAX_HEADER or 8 + header_size > size:
+            return f"header length {header_size} does not fit the file's {size} bytes"
+        raw = handle.read(header_size)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "its header is not JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2):
+            return f"tensor {key!r} has no data_offsets"
+        end = max(end, *(int(o) for o in offsets if isinstance(o, int)))
+    data = size - 8 - header_size
+    if end != data:
+        return f"its tensors need {end} bytes of data but the file has {data} (truncated?)"
+    return None
+
+
 def write_store_config(root: Path, *, configs: dict[str, str]) -> Path:
     """Write `model-store.json` with per-file pipeline config folders; return its path."""
     path = Path(root) / STORE_CONFIG
@@ -143,9 +179,18 @@ class ModelStore:
         # A diffusers folder is stored unpacked, named after the file (with or without suffix).
         for folder_name in (name, stem):
             for path in sorted(self.root.rglob(folder_name)):
-                if path.is_dir() and (path / "model_index.json").is_file():
+                if path.is_dir() and self._is_model_folder(path):
                     return path
         return None
+
+    def _is_model_folder(self, path: Path) -> bool:
+        """An unpacked diffusers model: model_index.json plus weights; not a config override."""
+        if not (path / "model_index.json").is_file():
+            return False
+        configs = {self._override_folder(folder).resolve() for folder in self._overrides().values()}
+        if path.resolve() in configs:
+            return False
+        return any(f.suffix.lower() in WEIGHT_SUFFIXES for f in path.rglob("*") if f.is_file())
 
     def _by_sha256(self, card: ModelCard) -> Path | None:
         expected = card.file.sha256.lower()
@@ -171,16 +216,17 @@ class ModelStore:
         return found
 
     def check(self, card: ModelCard, path: Path) -> None:
-        """Refuse pickle formats unless allowed; verify the SHA256 against the card (ValueError)."""
+        """Refuse pickle formats unless allowed, and damaged safetensors; verify the SHA256.
+
+        An unpacked diffusers folder gets the same checks on every weight file inside it (its
+        card's SHA256 is that of Civitai's zip, so it is not compared). Raises ValueError.
+        """
         if path.is_dir():
-            return  # an unpacked diffusers folder: its safetensors load without pickle
-        # Judged by content, not by name or card: anything but real safetensors may be a pickle.
-        pickled = path.suffix.lower() in PICKLE_SUFFIXES or not is_safetensors_file(path)
-        if pickled and not self.allow_pickle:
-            raise ValueError(
-                f"refusing to load {path.name}: pickle formats (.ckpt, .pt, .pth, .bin) can run "
-                "code when loaded; use the SafeTensor file of the model, or set allow_pickle=True"
-            )
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in (*WEIGHT_SUFFIXES, *PICKLE_SUFFIXES):
+                    self._check_file(file)
+            return
+        self._check_file(path)
         if self.verify_hash:
             actual = self.hashes.sha256(path)
             expected = card.file.sha256.lower()
@@ -190,6 +236,22 @@ class ModelStore:
                     f"{card.display_name!r} (version {card.version_id}) expects "
                     f"{expected.upper()}; the file is damaged or another version; "
                     f"download it again from {card.file.url}"
+                )
+
+    def _check_file(self, path: Path) -> None:
+        """Refuse one weight file that may be a pickle (unless allowed) or damaged safetensors."""
+        # Judged by content, not by name or card: anything but real safetensors may be a pickle.
+        pickled = path.suffix.lower() in PICKLE_SUFFIXES or not is_safetensors_file(path)
+        if pickled and not self.allow_pickle:
+            raise ValueError(
+                f"refusing to load {path}: pickle formats (.ckpt, .pt, .pth, .bin) can run "
+                "code when loaded; use the SafeTensor file of the model, or set allow_pickle=True"
+            )
+        if not pickled or path.suffix.lower() == ".safetensors":
+            problem = safetensors_problem(path)
+            if problem is not None:
+                raise ValueError(
+                    f"{path} is not a loadable safetensors file: {problem}; download it again"
                 )
 
     def resolve(self, card: ModelCard) -> Path:
@@ -213,8 +275,7 @@ class ModelStore:
         overrides = self._overrides()
         name = path.name
         if name in overrides:
-            folder = Path(overrides[name]).expanduser()
-            folder = folder if folder.is_absolute() else self.root / folder
+            folder = self._override_folder(overrides[name])
             if not (folder / "model_index.json").is_file():
                 raise FileNotFoundError(
                     f"config folder {folder} for {name} (from {self.root / STORE_CONFIG}) "
@@ -222,6 +283,10 @@ class ModelStore:
                 )
             return folder
         return packaged_config_dir(base_model)
+
+    def _override_folder(self, value: str) -> Path:
+        folder = Path(value).expanduser()
+        return folder if folder.is_absolute() else self.root / folder
 
     def _overrides(self) -> dict[str, str]:
         path = self.root / STORE_CONFIG

@@ -133,6 +133,12 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     result = build_catalog(args.civitai, config, images=args.images)
+    if not result.cards:
+        raise ValueError(
+            "the build kept 0 cards, so nothing was written (versions per stage: "
+            + ", ".join(f"{stage} {n}" for stage, n in result.stats["versions"].items())
+            + "); check the input files and loosen the filters (see --help)"
+        )
     write_catalog(result, args.out)
     print(format_stats(result.stats))
     print(f"wrote {args.out}/cards.jsonl, {args.out}/pairs/{{train,val,test}}.jsonl, stats.json")

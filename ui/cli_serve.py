@@ -51,6 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from diffagent.ui.server import create_app  # here, not at the top: keeps `--help` fast
+    from diffagent.ui.server_metrics import json_log_config
 
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is outside 1-65535")
@@ -59,7 +60,13 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     agent = _create_agent(settings)
     app = create_app(agent, server=settings.server)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=json_log_config(),  # JSON lines with request ids
+        access_log=False,  # the app logs each request itself, with its id
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,20 @@ def open_text(path: Path) -> io.TextIOBase:
 
 def iter_items(path: Path) -> Iterator[RawItem]:
     """Yield the JSON objects of one JSON Lines file; a bad line is an error naming its place."""
+    count = 0
+    try:
+        for item in _items(path):
+            count += 1
+            yield item
+    except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path}: cannot read past item {count}: the file is truncated or damaged "
+            f"({type(error).__name__}: {error})"
+        ) from None
+
+
+def _items(path: Path) -> Iterator[RawItem]:
+    """The JSON objects of one file, without the damaged-file mapping."""
     with open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():

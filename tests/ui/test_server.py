@@ -179,9 +179,9 @@ def test_generated_images_are_served_from_the_image_dir_only(
         def new_session(self) -> str:
             return "s1"
 
-        def reply(self, session_id: str, message: str) -> dict[str, Any]:
+        def reply(self, session_id: str | None, message: str) -> dict[str, Any]:
             paths = [str(images / "abc-0.png"), str(tmp_path / "elsewhere.png")]
-            return {"session_id": session_id, "reply": "here", "images": paths}
+            return {"session_id": session_id or "s1", "reply": "here", "images": paths}
 
         def history(self, session_id: str) -> list[dict[str, str]]:
             return []
@@ -207,14 +207,14 @@ def test_slow_turns_run_in_parallel_and_health_stays_responsive(serve_app: Any) 
         def new_session(self) -> str:
             return "s"
 
-        def reply(self, session_id: str, message: str) -> dict[str, Any]:
+        def reply(self, session_id: str | None, message: str) -> dict[str, Any]:
             with self.lock:
                 self.running += 1
                 self.peak = max(self.peak, self.running)
             time.sleep(1.0)
             with self.lock:
                 self.running -= 1
-            return {"session_id": session_id, "reply": message}
+            return {"session_id": session_id or "s", "reply": message}
 
         def history(self, session_id: str) -> list[dict[str, str]]:
             return []
