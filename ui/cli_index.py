@@ -23,6 +23,13 @@ def register(commands: Any) -> None:
         action="store_true",
         help="Keep fusion weights; do not tune on pairs/val.jsonl.",
     )
+    build.add_argument("--no-ranker", action="store_true", help="Do not train the learned ranker.")
+    build.add_argument(
+        "--ranker-queries",
+        type=int,
+        default=None,
+        help="Evidence prompts sampled to train the ranker (default 8000).",
+    )
     build.set_defaults(handler=_build)
 
     query = actions.add_parser("query", help="Top cards for a prompt, as JSON lines.")
@@ -52,20 +59,33 @@ def _catalog_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Where the index lives (default: CATALOG/index, or the user data dir).",
     )
+    parser.add_argument(
+        "--exclude-split",
+        choices=["train", "val", "test"],
+        default=None,
+        help="Evaluation index: its prompt evidence leaves this split's images out "
+        "(default folder CATALOG/index-eval-SPLIT).",
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
     from diffagent.index.catalog import Catalog
     from diffagent.index.search import CatalogIndex, default_index_dir
+    from diffagent.index.search.ranker import RankerConfig
 
     catalog_dir = args.catalog or starter_catalog_dir()
     catalog = Catalog.load(catalog_dir)
+    index_dir = args.index_dir or default_index_dir(catalog_dir)
+    if args.index_dir is None and args.exclude_split:
+        index_dir = index_dir.with_name(f"{index_dir.name}-eval-{args.exclude_split}")
     index = CatalogIndex(
-        catalog,
-        args.index_dir or default_index_dir(catalog_dir),
-        _embedding_function(),
+        catalog, index_dir, _embedding_function(), exclude_split=args.exclude_split
     )
-    report = index.build(tune_weights=not args.no_tune)
+    config = RankerConfig(train_queries=args.ranker_queries or RankerConfig().train_queries)
+    with index:
+        report = index.build(
+            tune_weights=not args.no_tune, train_ranker=not args.no_ranker, ranker_config=config
+        )
     weights = index.weights if report.tuned else None
     print(json.dumps({"index_dir": str(index.index_dir), **report.model_dump()}))
     if weights is not None:
@@ -80,6 +100,7 @@ def _query(args: argparse.Namespace) -> int:
         args.catalog or starter_catalog_dir(),
         args.index_dir,
         embedding_function=_embedding_function(),
+        exclude_split=args.exclude_split,
     ) as index:
         search = index.nearest_by_name if args.name else index.query
         hits = search(args.prompt, args.k, base_model=args.base_model, model_type=args.model_type)

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -43,6 +44,8 @@ class BuildReport(BaseModel):
     lexical_rebuilt: bool = False
     tuned: bool = False
     seconds: float = 0.0
+    ranker: dict[str, Any] | None = None
+    """Training facts when the ranker was (re)trained: queries, trees, seconds."""
 
     @property
     def changed(self) -> bool:
@@ -58,8 +61,11 @@ def build_index(
     dense: DenseChannel | None = None,
     tune_weights: bool = True,
     show_progress: bool = True,
+    exclude_split: str | None = None,
 ) -> BuildReport:
     """Bring `index_dir` up to date with `catalog`; does no work when nothing changed.
+
+    `exclude_split` is recorded in the manifest of an evaluation index (see `ranked`).
 
     `dense` is the caller's open dense channel of `index_dir`; without one, a channel is
     opened for the build and closed after it.
@@ -73,6 +79,10 @@ def build_index(
         report = _build(
             catalog, index_dir, embedding_function, channel, tune_weights, show_progress
         )
+        manifest = IndexManifest.read(index_dir)
+        if manifest is not None and manifest.exclude_split != exclude_split:
+            manifest.exclude_split = exclude_split
+            manifest.write(index_dir)
     finally:
         if own_dense:
             channel.close()

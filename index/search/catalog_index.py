@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -22,10 +23,13 @@ from diffagent.index.search.layout import (
     FUSION_FILE,
     LEXICAL_DIR,
     MANIFEST_FILE,
+    IndexManifest,
     default_index_dir,
 )
 from diffagent.index.search.lexical import LexicalIndex
 from diffagent.index.search.names import NameSearch
+from diffagent.index.search.ranked import RankedSearch
+from diffagent.index.search.ranker import RankerConfig
 from diffagent.index.search.table import CardTable
 
 
@@ -43,9 +47,13 @@ class CatalogIndex:
         catalog: Catalog,
         index_dir: Path,
         embedding_function: MiniLMEmbeddingFunction,
+        *,
+        exclude_split: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.index_dir = Path(index_dir)
+        self.exclude_split = exclude_split
+        self.ranked: RankedSearch | None = None
         self.embedding_function = embedding_function
         self.dense = DenseChannel(self.index_dir / CHROMA_DIR, embedding_function)
         self.weights = FusionWeights()
@@ -64,11 +72,20 @@ class CatalogIndex:
         *,
         build: bool = True,
         embedding_function: MiniLMEmbeddingFunction | None = None,
+        exclude_split: str | None = None,
     ) -> CatalogIndex:
-        """Open the index of a catalog directory, building it (incrementally) when outdated."""
+        """Open the index of a catalog directory, building it (incrementally) when outdated.
+
+        `exclude_split` makes an evaluation index: its prompt evidence leaves that split's
+        images out (an index folder of its own, e.g. `CATALOG/index-eval-test`).
+        """
         catalog = Catalog.load(Path(catalog_dir))
         return cls.from_catalog(
-            catalog, index_dir, build=build, embedding_function=embedding_function
+            catalog,
+            index_dir,
+            build=build,
+            embedding_function=embedding_function,
+            exclude_split=exclude_split,
         )
 
     @classmethod
@@ -84,12 +101,17 @@ class CatalogIndex:
         *,
         build: bool = True,
         embedding_function: MiniLMEmbeddingFunction | None = None,
+        exclude_split: str | None = None,
     ) -> CatalogIndex:
         """Open the index of an already loaded catalog (see `open`)."""
+        folder = Path(index_dir) if index_dir else default_index_dir(catalog.directory)
+        if index_dir is None and exclude_split:
+            folder = folder.with_name(f"{folder.name}-eval-{exclude_split}")
         index = cls(
             catalog,
-            Path(index_dir) if index_dir else default_index_dir(catalog.directory),
+            folder,
             embedding_function or MiniLMEmbeddingFunction(),
+            exclude_split=exclude_split,
         )
         if build:
             index.build()
@@ -102,8 +124,18 @@ class CatalogIndex:
             index._load()
         return index
 
-    def build(self, *, tune_weights: bool = True, show_progress: bool = True) -> BuildReport:
-        """Bring the index folder up to date with the catalog (see `build_index`), then load it."""
+    def build(
+        self,
+        *,
+        tune_weights: bool = True,
+        show_progress: bool = True,
+        train_ranker: bool = True,
+        ranker_config: RankerConfig | None = None,
+    ) -> BuildReport:
+        """Bring the index folder up to date with the catalog (see `build_index`), then load it.
+
+        With prompt evidence in the catalog, the ranker is (re)trained when it is stale.
+        """
         self._check_open()
         report = build_index(
             self.catalog,
@@ -112,14 +144,27 @@ class CatalogIndex:
             dense=self.dense,
             tune_weights=tune_weights,
             show_progress=show_progress,
+            exclude_split=self.exclude_split,
         )
         self._load()
+        if self.ranked is not None and train_ranker:
+            started = time.perf_counter()
+            trained = self.ranked.train_if_stale(
+                self.catalog, self.index_dir, ranker_config, show_progress=show_progress
+            )
+            if trained is not None:
+                report.ranker = trained
+                report.seconds = round(report.seconds + time.perf_counter() - started, 3)
         return report
 
     def _load(self) -> CandidateGenerator:
         """Read the lexical index and fusion weights; align the per-card arrays with them."""
         lexical = LexicalIndex.load(self.index_dir / LEXICAL_DIR)
         self.weights = FusionWeights.load(self.index_dir / FUSION_FILE)
+        manifest = IndexManifest.read(self.index_dir)
+        if manifest is not None and self.exclude_split is None:
+            self.exclude_split = manifest.exclude_split
+        self.ranked = RankedSearch.open(self.catalog, self.index_dir, self.exclude_split)
         table = CardTable.build(self.catalog, lexical.ids)
         self._generator = CandidateGenerator(lexical, self.dense, table)
         return self._generator
@@ -181,6 +226,8 @@ class CatalogIndex:
         """Top-k cards for a prompt, best first, optionally filtered by base model and type."""
         base_model, model_type = checked_query_args(k, base_model, model_type)
         generator = self._stage1()
+        if self.ranked is not None:
+            return self._ranked_hits(text, k, base_model, model_type)
         pending = None
         if self.weights.dense > 0:
             # The prompt embedding (the slowest step) runs while BM25 scores the cards.
@@ -191,6 +238,20 @@ class CatalogIndex:
             text, k, pending=pending, base_model=base_model, model_type=model_type
         )
         return self.rank(candidates, k)
+
+    def _ranked_hits(
+        self, text: str, k: int, base_model: str | None, model_type: str | None
+    ) -> list[SearchHit]:
+        """Top-k by the evidence first stage and the learned ranker."""
+        assert self.ranked is not None
+        hits = []
+        for hit in self.ranked.search(text, k, base_model=base_model, model_type=model_type):
+            card = self.catalog.get(hit.version_id)
+            if card is not None:
+                hits.append(
+                    SearchHit(card=card, score=hit.score, lexical_score=hit.bm25, dense_score=None)
+                )
+        return hits
 
     def _embed_query(self, text: str) -> np.ndarray:
         return np.asarray(self.embedding_function.embed_queries([text])[0], dtype=np.float32)

@@ -27,6 +27,10 @@ class IndexManifest(BaseModel):
     dense_digest: str = ""
     lexical_digest: str = ""
     embedding: dict[str, Any] = Field(default_factory=dict)
+    exclude_split: str | None = Field(
+        default=None,
+        description="Evaluation index: the split its evidence leaves out.",
+    )
 
     @classmethod
     def read(cls, index_dir: Path) -> IndexManifest | None:
