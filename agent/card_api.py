@@ -55,7 +55,8 @@ def card_params(card: ModelCard) -> CardParams:
     rec = card.recommended
     spec = BASE_MODELS[card.base_model]
     width, height = recommended_size(card)
-    weight = rec.lora_weight if rec.lora_weight is not None else spec.default_lora_weight
+    weight = rec.lora_weight if rec.lora_weight is not None else lora_tag_weight(card)
+    weight = weight if weight is not None else spec.default_lora_weight
     return CardParams(
         width=width,
         height=height,
@@ -124,14 +125,82 @@ def card_api(
     )
 
 
+_LORA_TAG_RE = re.compile(r"<(?:lora:)?[^<>:]+:(\d+(?:\.\d+)?)>", re.IGNORECASE)
+_PERSON_RE = re.compile(
+    r"\b(girls?|boys?|wom[ae]n|m[ae]n|person|people|portrait|character|lady|guy|child|kid|face|"
+    r"1girl|1boy|knight|warrior|wizard|witch|princess|prince|king|queen|soldier|samurai|elf|"
+    r"he|she|selfie|couple)\b",
+    re.IGNORECASE,
+)
+_CHARACTER_TRIGGER = ("char", "portrait", "girl", "boy", "woman", "man", "person", "face", "solo")
+_SCENE_TRIGGER = ("scen", "landscape", "background", "building", "city", "street", "interior")
+
+
+def trigger_groups(card: ModelCard) -> list[str]:
+    """The card's trigger-word groups that belong in a prompt (short, no `<lora:...>` tags)."""
+    groups = []
+    for trigger in card.trigger_words:
+        text = _LORA_TAG_RE.sub("", trigger).strip(" ,")
+        if text and len(text.split()) <= 5 and text not in groups:
+            groups.append(text)
+    return groups
+
+
+def lora_tag_weight(card: ModelCard) -> float | None:
+    """The weight of the card's own `<lora:name:w>` trigger or keyword, when it has one."""
+    for text in [*card.trigger_words, *card.keywords]:
+        match = _LORA_TAG_RE.search(text)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def _group_kind(group: str) -> str:
+    words = re.findall(r"[a-z0-9]+", group.lower())
+    if any(w.startswith(_CHARACTER_TRIGGER) or w.endswith("char") for w in words):
+        return "character"
+    if any(w.startswith(_SCENE_TRIGGER) or w.endswith("scape") for w in words):
+        return "scene"
+    return "other"
+
+
+def relevant_triggers(prompt: str, card: ModelCard) -> list[str]:
+    """The trigger groups of `card` that fit `prompt`: one concept, never a character for a scene.
+
+    A single group is always used. Of several, the one sharing most words with the prompt wins;
+    a character group only when the prompt shows a person, a scene group only when it does not.
+    """
+    groups = trigger_groups(card)
+    if len(groups) <= 1:
+        return groups
+    prompt_words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
+    person = bool(_PERSON_RE.search(prompt))
+
+    def fit(group: str) -> float:
+        shared = len(set(re.findall(r"[a-z0-9]+", group.lower())) & prompt_words)
+        kind = _group_kind(group)
+        if kind == "character":
+            return shared + (1.0 if person else -5.0)
+        if kind == "scene":
+            return shared + (-1.0 if person else 1.0)
+        return float(shared)
+
+    best = max(groups, key=fit)  # ties keep the card's order (its first group)
+    return [best] if fit(best) > -5.0 else []
+
+
 def with_trigger_words(prompt: str, card: ModelCard) -> str:
-    """The prompt with the card's trigger words in front when it has none of them."""
-    # Real trigger words are short; longer "triggers" are free text and stay out of the prompt.
-    triggers = [t.strip() for t in card.trigger_words if 0 < len(t.split()) <= 5][:2]
-    if not triggers or any(t.lower() in prompt.lower() for t in triggers):
+    """The prompt with the card's relevant trigger words in front when it has none of them."""
+    groups = trigger_groups(card)
+    if not groups or any(g.lower() in prompt.lower() for g in groups):
         return prompt
+    chosen = relevant_triggers(prompt, card)
+    lower = prompt.lower()
     # Civitai triggers are often comma lists that repeat a word ("zaum, a", "zaum, b").
-    words = dict.fromkeys(w.strip() for t in triggers for w in t.split(",") if w.strip())
+    words = dict.fromkeys(w.strip() for t in chosen for w in t.split(",") if w.strip())
+    words = {
+        w: None for w in words if not re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", lower)
+    }
     return ", ".join([*words, prompt]) if prompt else ", ".join(words)
 
 

@@ -10,10 +10,18 @@ from langgraph.runtime import Runtime
 
 from diffagent.agent import planner
 from diffagent.agent.card_api import card_api
+from diffagent.agent.card_evidence import (
+    conflicting_media,
+    is_adult,
+    is_character,
+    named_in,
+    style_fit,
+)
 from diffagent.agent.context import AgentContext
 from diffagent.agent.respond import compose_reply, explain
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints, Understanding, understand
+from diffagent.agent.understand_style import MEDIA, find_styles
 from diffagent.agent.validate import Repair, validate_and_repair
 from diffagent.api import T2IApi
 from diffagent.cards import ModelCard
@@ -24,11 +32,22 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
     """Merge the newest user message into the conversation's constraints; reset turn fields."""
     message = next((m["content"] for m in reversed(state.messages) if m["role"] == "user"), "")
     previous = Constraints.model_validate(state.constraints) if state.constraints else None
+    allow_nsfw = runtime.context.settings.allow_nsfw
     if state.request is not None:
         result = _understand_request(state.request)
+        result.constraints.allow_adult = allow_nsfw
     else:
-        allow_nsfw = runtime.context.settings.allow_nsfw
-        result = understand(message, previous, current_api=state.last_api, allow_nsfw=allow_nsfw)
+        result = understand(
+            message,
+            previous,
+            current_api=state.last_api,
+            allow_nsfw=allow_nsfw,
+            resolve_name=lambda name: resolve_card_name(runtime.context, name),
+        )
+    if not _check_pin(result.constraints, runtime.context, result.notes):
+        # An unusable pick changes nothing: the conversation keeps its model and constraints.
+        result.constraints.pin_version_id = previous.pin_version_id if previous else None
+        result.replan, result.changes = False, []
     _keep_feasible(result.constraints, previous, runtime.context, result.notes)
     if previous is not None and result.constraints == previous:
         result.replan = False  # nothing that bears on the choice changed after all
@@ -66,6 +85,33 @@ def _understand_request(request: dict[str, str]) -> Understanding:
     return Understanding(intent=intent, constraints=cons, replan=True, changes=["new prompt"])
 
 
+def resolve_card_name(ctx: AgentContext, name: str) -> int | None:
+    """The version id of the catalog card named `name` (its most downloaded version), or None."""
+    cards = ctx.catalog.by_name(name)
+    return max(cards, key=lambda c: c.stats.downloads).version_id if cards else None
+
+
+def _check_pin(cons: Constraints, ctx: AgentContext, notes: list[str]) -> bool:
+    """False for a pick the catalog lacks or may not use; loosen the constraints a pick breaks."""
+    if cons.pin_version_id is None:
+        return True
+    card = ctx.catalog.get(cons.pin_version_id)
+    if card is None:
+        notes.append(f"The catalog has no version {cons.pin_version_id}; I kept the model.")
+        return False
+    if is_adult(card) and not cons.allow_adult:
+        notes.append(f"{card.display_name} is an adult-oriented model; I kept the model.")
+        return False
+    if cons.base_model not in (None, card.base_model):
+        notes.append(f"{card.display_name} is {card.base_model}: any base model is allowed now.")
+        cons.base_model = None
+    if (cons.model_type not in (None, card.type)) or (cons.no_lora and card.type == "LORA"):
+        notes.append(f"{card.display_name} is a {card.type}: any type is allowed now.")
+        cons.model_type = None
+        cons.no_lora = False
+    return True
+
+
 def _keep_feasible(
     cons: Constraints, previous: Constraints | None, ctx: AgentContext, notes: list[str]
 ) -> None:
@@ -93,24 +139,83 @@ def route_after_understand(state: State) -> str:
 
 
 def retrieve_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Retrieve the top-K cards for the prompt within the conversation's constraints."""
+    """Retrieve the top-K cards for the prompt within the conversation's constraints.
+
+    When the user asked for another model and no other card fits the whole request, the last
+    model is kept and the user is told so.
+    """
     ctx = runtime.context
     cons = Constraints.model_validate(state.constraints)
     cards = retrieve(ctx, cons)
+    if not cards and cons.exclude_version_ids and state.last_api is not None:
+        kept = int(state.last_api["version_id"])
+        cons.exclude_version_ids = [v for v in cons.exclude_version_ids if v != kept]
+        note = (
+            f"No other model fits the whole request (style, base model, type and the models you "
+            f"moved away from); I kept {state.last_api['model']}."
+        )
+        return {
+            "candidates": [],
+            "replan": False,
+            "constraints": cons.model_dump(mode="json"),
+            "notes": [*state.notes, note],
+        }
     return {"candidates": [card.version_id for card in cards]}
 
 
 def retrieve(ctx: AgentContext, cons: Constraints) -> list[ModelCard]:
-    """The top-K allowed cards for the constraints' query, best first."""
+    """The top-K allowed cards for the constraints' query, best first.
+
+    Allowed: not excluded, not adult-oriented (unless NSFW is allowed), not a character or
+    real-person LoRA the prompt does not name. When a medium is asked, cards whose evidence
+    shows only another medium come last (after "another model": not at all); cards whose
+    evidence shows the asked styles come first, each group in retrieval order. A picked card
+    is the only one.
+    """
+    if cons.pin_version_id is not None:
+        pinned = ctx.catalog.get(cons.pin_version_id)
+        return [pinned] if pinned is not None else []
     excluded = set(cons.exclude_version_ids)
-    hits = ctx.index.query(
-        cons.query,
-        k=ctx.settings.index.top_k + len(excluded),
-        base_model=cons.base_model,
-        model_type=cons.model_type or ("Checkpoint" if cons.no_lora else None),
-    )
-    allowed = [hit.card for hit in hits if hit.card.version_id not in excluded]
-    return allowed[: ctx.settings.index.top_k]
+    # "Another model" moves away from the whole model, not to another version of it.
+    excluded_models = {(card.model_id, card.name) for v in excluded if (card := ctx.catalog.get(v))}
+    top_k = ctx.settings.index.top_k
+    filters = {
+        "base_model": cons.base_model,
+        "model_type": cons.model_type or ("Checkpoint" if cons.no_lora else None),
+    }
+    pool = [
+        hit.card for hit in ctx.index.query(cons.query, k=3 * top_k + 3 * len(excluded), **filters)
+    ]
+    styles = find_styles(cons.query)
+    media = [style for style in styles if style in MEDIA]
+    if media:
+        # Cards of the asked medium the content query may rank too low to see.
+        seen = {card.version_id for card in pool}
+        extra = ctx.index.query(", ".join(media) + " style", k=3 * top_k, **filters)
+        pool += [hit.card for hit in extra if hit.card.version_id not in seen]
+    allowed = [
+        card
+        for card in pool
+        if card.version_id not in excluded
+        and (card.model_id, card.name) not in excluded_models
+        and (cons.allow_adult or not is_adult(card))
+        and (not is_character(card) or named_in(card, cons.query))
+    ]
+    # One version per model: alternatives and "another model" are other models.
+    first_versions: dict[tuple[int, str], ModelCard] = {}
+    for card in allowed:
+        first_versions.setdefault((card.model_id, card.name), card)
+    allowed = list(first_versions.values())
+    fitting = [card for card in allowed if not conflicting_media(card, styles)]
+    if excluded:
+        allowed = fitting  # "another model" must still fit; an empty list is said so
+    else:
+        fit_ids = {card.version_id for card in fitting}
+        allowed = fitting + [card for card in allowed if card.version_id not in fit_ids]
+    if styles:
+        # A stable sort: style-fitting cards first, each group in retrieval order.
+        allowed.sort(key=lambda card: style_fit(card, styles) < 2.0)
+    return allowed[:top_k]
 
 
 def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -127,6 +232,13 @@ def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     cards = [card for vid in state.candidates if (card := ctx.catalog.get(vid)) is not None]
     if not cards:
         return {"plan": None, "plan_error": "no catalog card meets the constraints"}
+    if cons.pin_version_id is not None and cards[0].version_id == cons.pin_version_id:
+        return {
+            "plan": card_api(cards[0], cons).model_dump(mode="json"),
+            "plan_source": "index",
+            "reason": "you picked it",
+            "ranking": [cards[0].version_id],
+        }
     return plan_with(ctx, cons, cards)
 
 

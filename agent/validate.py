@@ -10,8 +10,10 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from diffagent.agent.card_api import card_api, card_params, join_negative, with_trigger_words
+from diffagent.agent.card_evidence import conflicting_media, is_adult, style_fit
 from diffagent.agent.context import CardIndex
 from diffagent.agent.understand import Constraints, target_size
+from diffagent.agent.understand_style import find_styles
 from diffagent.api import CheckpointRef, LoraRef, T2IApi
 from diffagent.base_models import (
     BASE_MODELS,
@@ -171,6 +173,7 @@ def _allowed(cons: Constraints) -> Any:
             and (cons.model_type is None or card.type == cons.model_type)
             and not (cons.no_lora and card.type == "LORA")
             and card.version_id not in cons.exclude_version_ids
+            and (cons.allow_adult or not is_adult(card))
         )
 
     return allowed
@@ -196,6 +199,8 @@ def _enforce_card_constraints(
         reasons.append(f"type must be {cons.model_type or 'Checkpoint'}")
     if card.version_id in cons.exclude_version_ids:
         reasons.append("you asked for another model")
+    if is_adult(card) and not cons.allow_adult:
+        reasons.append("adult-oriented models are not picked by default")
     swapped = _nearest(card.name, catalog, index, cons, str(raw.get("prompt") or cons.query))
     if not _allowed(cons)(swapped):
         raise ValueError(
@@ -329,7 +334,7 @@ def _repair_resources(
                 "base_model": card.base_model,
             }
         )
-        checkpoint = _repair_checkpoint(raw.get("checkpoint"), card, catalog, note)
+        checkpoint = _repair_checkpoint(raw.get("checkpoint"), card, catalog, cons, note)
     for item in raw.get("loras") or []:
         ref = _resolve_lora(item, card, catalog)
         if ref is None:
@@ -340,27 +345,43 @@ def _repair_resources(
 
 
 def _repair_checkpoint(
-    value: Any, card: ModelCard, catalog: Catalog | None, note: Any
+    value: Any, card: ModelCard, catalog: Catalog | None, cons: Constraints, note: Any
 ) -> dict[str, Any] | None:
-    """A real checkpoint of the LoRA's base model: the planned one if valid, else the top one."""
+    """A real checkpoint of the LoRA's base model: the planned one if valid, else the usual one.
+
+    Adult-oriented checkpoints are never a default base (unless NSFW is allowed).
+    """
     if catalog is None:
         return None
+
+    def usable(candidate: ModelCard | None) -> bool:
+        return (
+            candidate is not None
+            and candidate.type == "Checkpoint"
+            and candidate.base_model == card.base_model
+            and (cons.allow_adult or not is_adult(candidate))
+        )
+
     named = None
     if isinstance(value, dict):
         named = catalog.get(_as_int(value.get("version_id")) or -1)
         if named is None and value.get("name"):
             matches = catalog.by_name(str(value["name"]))
             named = matches[0] if matches else None
-    if named is not None and named.type == "Checkpoint" and named.base_model == card.base_model:
+    if named is not None and usable(named):
         return CheckpointRef(version_id=named.version_id, name=named.name).model_dump()
-    pool = [c for c in catalog if c.type == "Checkpoint" and c.base_model == card.base_model]
-    if not pool:
-        return None
-    # The checkpoint the LoRA's sample images used, when the catalog knows it; else the top one.
-    usual = catalog.get(card.recommended.base_checkpoint_version_id or -1)
-    best = usual if usual in pool else max(pool, key=lambda c: c.stats.downloads)
+    # The checkpoint the LoRA's sample images used (the LoRA carries the style); else the most
+    # downloaded one that shows the asked styles, else the most downloaded.
+    best = catalog.get(card.recommended.base_checkpoint_version_id or -1)
+    if best is None or not usable(best):
+        pool = [c for c in catalog if usable(c)]
+        if not pool:
+            return None
+        styles = find_styles(cons.query)
+        fitting = [c for c in pool if not conflicting_media(c, styles)] or pool
+        best = max(fitting, key=lambda c: (style_fit(c, styles) >= 2.0, c.stats.downloads))
     if value is not None:
-        note("checkpoint", value, best.name, f"not a {card.base_model} checkpoint of the catalog")
+        note("checkpoint", value, best.name, f"not a usable {card.base_model} checkpoint")
     return CheckpointRef(version_id=best.version_id, name=best.name).model_dump()
 
 

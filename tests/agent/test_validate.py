@@ -201,4 +201,8 @@ def test_comma_list_trigger_words_are_added_once_each(tmp_path) -> None:
     write_cards([card], tmp_path / "cards.jsonl")
     cons = Constraints(prompt="a cabin in the snow")
     api = validate_and_repair({"model": "Disco Style"}, Catalog.load(tmp_path), None, cons).api
-    assert api.prompt == "zaum, elysiumchar, portrait, elysiumscape, scenery, a cabin in the snow"
+    # Only the scene group for a scene (issue 10): never the character group.
+    assert api.prompt == "zaum, elysiumscape, scenery, a cabin in the snow"
+    cons = Constraints(prompt="a girl with twin braids")
+    api = validate_and_repair({"model": "Disco Style"}, Catalog.load(tmp_path), None, cons).api
+    assert api.prompt == "zaum, elysiumchar, portrait, a girl with twin braids"

@@ -1,0 +1,231 @@
+"""Scripted multi-turn conversations with expected properties per turn, checked on a DiffAgent.
+
+Used by `bench/bench_conversations.py` (pass rates per refinement type on a catalog) and by a fast
+test on the starter catalog. Every image turn is also checked for what must always hold: no
+adult-oriented card, at most one rendering medium in the prompt, at most one trigger-word group.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from diffagent.agent.card_api import trigger_groups
+from diffagent.agent.card_evidence import conflicting_media, is_adult, style_score
+from diffagent.agent.understand_style import media_of
+from diffagent.api import T2IApi
+from diffagent.cards import ModelCard
+from diffagent.index.catalog import Catalog
+
+
+class Turn(BaseModel):
+    """One user message and the properties its answer must have."""
+
+    say: str = Field(description="The message; '{alt}' is the previous turn's first alternative.")
+    expect: dict[str, Any] = Field(default_factory=dict, description="Property -> expected value.")
+
+
+class Conversation(BaseModel):
+    """A scripted conversation of one refinement type."""
+
+    id: str
+    type: str = Field(description="The refinement type it exercises (style, seed, ...).")
+    turns: list[Turn]
+
+
+class TurnOutcome(BaseModel):
+    """What one turn of a scripted conversation produced and which checks failed."""
+
+    say: str
+    model: str | None = None
+    prompt: str | None = None
+    failures: list[str] = Field(default_factory=list)
+
+
+class ConversationOutcome(BaseModel):
+    """A conversation's turns and whether all of them passed."""
+
+    id: str
+    type: str
+    turns: list[TurnOutcome]
+
+    @property
+    def passed(self) -> bool:
+        """Whether every turn passed every check."""
+        return all(not turn.failures for turn in self.turns)
+
+
+class ChatAgent(Protocol):
+    """The part of DiffAgent the evaluation uses."""
+
+    def new_session(self) -> str:
+        """Create a conversation."""
+        ...
+
+    def reply(self, session_id: str | None, message: str) -> Any:
+        """Run one turn; returns a TurnResult."""
+        ...
+
+
+def load_conversations(path: Path) -> list[Conversation]:
+    """Read the scripted conversations of a JSON file (a list of conversations)."""
+    return [Conversation.model_validate(item) for item in json.loads(path.read_text("utf-8"))]
+
+
+def run_conversation(agent: ChatAgent, conversation: Conversation, catalog: Catalog) -> Any:
+    """Play `conversation` on `agent` and check every turn; returns a ConversationOutcome."""
+    session = agent.new_session()
+    previous: Any = None
+    outcomes = []
+    alt: int | None = None  # fixed the first time a turn names it
+    said: list[str] = []
+    for turn in conversation.turns:
+        if alt is None and "{alt}" in turn.say:
+            alt = previous.alternatives[0].version_id if previous and previous.alternatives else 0
+        message = turn.say.replace("{alt}", str(alt))
+        expect = {k: (alt if v == "{alt}" else v) for k, v in turn.expect.items()}
+        said.append(message)
+        expect["_said"] = " | ".join(said)
+        result = agent.reply(session, message)
+        failures = check_turn(result, expect, previous, catalog)
+        api = result.api
+        outcomes.append(
+            TurnOutcome(
+                say=message,
+                model=api.model if api else None,
+                prompt=api.prompt if api else None,
+                failures=failures,
+            )
+        )
+        if result.api is not None:
+            previous = result
+    return ConversationOutcome(id=conversation.id, type=conversation.type, turns=outcomes)
+
+
+def check_turn(result: Any, expect: dict[str, Any], previous: Any, catalog: Catalog) -> list[str]:
+    """The failed checks of one turn's TurnResult against `expect` (empty when all pass)."""
+    failures: list[str] = []
+    intent = expect.get("intent", "image")
+    if result.intent != intent:
+        failures.append(f"intent {result.intent!r} != {intent!r}")
+    reply = result.reply.lower()
+    for text in expect.get("reply_has", []):
+        if text.lower() not in reply:
+            failures.append(f"reply lacks {text!r}")
+    for text in expect.get("changes_has", []):
+        if not any(text.lower() in change.lower() for change in result.changes):
+            failures.append(f"changes {result.changes} lack {text!r}")
+    api: T2IApi | None = result.api
+    if intent != "image":
+        if api is not None:
+            failures.append("an API was returned for a non-image turn")
+        return failures
+    if api is None:
+        return [*failures, "no API"]
+    card = catalog.get(api.version_id or -1)
+    if card is None:
+        return [*failures, f"version {api.version_id} is not in the catalog"]
+    failures += _always(api, card, catalog, expect.get("_said", ""))
+    failures += _check_api(api, card, expect, catalog)
+    if previous is not None and previous.api is not None:
+        same = previous.api.version_id == api.version_id
+        if expect.get("kept") and not same:
+            failures.append(f"model changed from {previous.api.model!r}")
+        if expect.get("changed") and same:
+            failures.append(f"model kept ({api.model!r})")
+    return failures
+
+
+def _always(api: T2IApi, card: ModelCard, catalog: Catalog, said: str) -> list[str]:
+    """Checks every image turn must pass (`said`: the user's messages so far)."""
+    failures = []
+    ids = [api.version_id, *(lo.version_id for lo in api.loras)]
+    if api.checkpoint is not None:
+        ids.append(api.checkpoint.version_id)
+    for version_id in ids:
+        used = catalog.get(version_id or -1)
+        if used is not None and is_adult(used):
+            failures.append(f"adult-oriented card {used.display_name!r}")
+    media = media_of(api.prompt)
+    if len(media) > 1:
+        failures.append(f"prompt mixes media {media}")
+    groups = trigger_groups(card)
+    if len(groups) > 1:
+        prompt = api.prompt.lower()
+        added = [g for g in groups if _group_marker(g, groups) not in said.lower()]
+        used = [g for g in added if _group_marker(g, groups) in prompt]
+        # A group inside another used group ("shorts" in "red shorts") is not a second concept.
+        used_groups = [g for g in used if not any(g != o and g.lower() in o.lower() for o in used)]
+        if len(used_groups) > 1:
+            failures.append(f"several trigger groups in the prompt: {used_groups}")
+    return failures
+
+
+def _group_marker(group: str, groups: list[str]) -> str:
+    """The first comma item of `group` that no other group has (how to see it in a prompt)."""
+    others = {w.strip().lower() for g in groups if g != group for w in g.split(",")}
+    items = [w.strip().lower() for w in group.split(",") if w.strip()]
+    return next((w for w in items if w not in others), items[0] if items else group.lower())
+
+
+def _check_api(api: T2IApi, card: ModelCard, expect: dict[str, Any], catalog: Catalog) -> list[str]:
+    failures = []
+    prompt = api.prompt.lower()
+    for word in expect.get("prompt_has", []):
+        if word.lower() not in prompt:
+            failures.append(f"prompt lacks {word!r}")
+    for word in expect.get("prompt_lacks", []):
+        if re.search(rf"(?<![\w-]){re.escape(word.lower())}(?![\w-])", prompt):
+            failures.append(f"prompt has {word!r}")
+    style = expect.get("style")
+    if style:
+        if style_score(card, style) <= 0:
+            failures.append(f"card {card.display_name!r} shows no {style!r} evidence")
+        if conflicting_media(card, [style]):
+            failures.append(f"card {card.display_name!r} shows another medium")
+    fields = {
+        "type": api.type,
+        "steps": api.sampling_steps,
+        "seed": api.seed,
+        "cfg": api.cfg_scale,
+        "sampler": api.sampling_method,
+        "width": api.width,
+        "height": api.height,
+        "version": api.version_id,
+    }
+    for key, value in fields.items():
+        if key in expect and expect[key] != value:
+            failures.append(f"{key} {value!r} != {expect[key]!r}")
+    bases = {c.base_model for c in catalog}
+    wanted_base = expect.get("base")
+    if wanted_base and wanted_base in bases and api.base_model != wanted_base:
+        failures.append(f"base {api.base_model!r} != {wanted_base!r}")
+    aspect = expect.get("aspect")
+    shape = "square" if api.width == api.height else "landscape"
+    shape = "portrait" if api.height > api.width else shape
+    if aspect and aspect != shape:
+        failures.append(f"{api.width}x{api.height} is not {aspect}")
+    if "loras" in expect and len(api.loras) != expect["loras"]:
+        failures.append(f"{len(api.loras)} LoRAs != {expect['loras']}")
+    if "max_loras" in expect and len(api.loras) > expect["max_loras"]:
+        failures.append(f"{len(api.loras)} LoRAs > {expect['max_loras']}")
+    return failures
+
+
+def pass_rates(outcomes: list[ConversationOutcome]) -> dict[str, dict[str, int]]:
+    """Per refinement type: conversations and turns, passed and total."""
+    table: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"conversations": 0, "passed": 0, "turns": 0, "turns_passed": 0}
+    )
+    for outcome in outcomes:
+        row = table[outcome.type]
+        row["conversations"] += 1
+        row["passed"] += int(outcome.passed)
+        row["turns"] += len(outcome.turns)
+        row["turns_passed"] += sum(1 for turn in outcome.turns if not turn.failures)
+    return dict(table)
