@@ -20,20 +20,25 @@ and query latency at the catalog's size and at `--expand` times that (tiled copi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from diffagent.index.catalog import Catalog
 from diffagent.index.search import CatalogIndex
 from diffagent.index.search.evidence import split_image_ids
-from diffagent.index.search.features import FEATURE_GROUPS, FEATURES
+from diffagent.index.search.evidence_index import EvidenceIndex
+from diffagent.index.search.features import FEATURE_GROUPS, FEATURES, compute_features
+from diffagent.index.search.first_stage import first_stage
 from diffagent.index.search.ranked import training_queries
 from diffagent.index.search.ranker import (
+    Ranker,
     RankerConfig,
     RankingData,
     ranking_data,
@@ -135,6 +140,53 @@ def ranker_lists(data: RankingData, scores: np.ndarray, index_cards: list) -> li
     return out
 
 
+def expanded(index: EvidenceIndex, copies: int) -> EvidenceIndex:
+    """The index tiled `copies` times: every card and posting list repeated (timing only).
+
+    Tiling keeps per-card statistics and multiplies posting-list lengths, the cost driver of the
+    first stage; scores are copies, so only the time of a query means anything.
+    """
+
+    def tile(matrix: sp.spmatrix) -> sp.csc_matrix:
+        return sp.vstack([matrix] * copies).tocsc()
+
+    fields = {}
+    for name, field in index.fields.items():
+        fields[name] = dataclasses.replace(
+            field,
+            weights=tile(field.weights),
+            lengths=np.tile(field.lengths, copies),
+            counts=sp.vstack([field.counts] * copies).tocsr(),
+        )
+    n, n_models = len(index.cards), index.n_models
+    lengths = np.diff(index.evidence_ptr)
+    return dataclasses.replace(
+        index,
+        cards=index.cards * copies,
+        fields=fields,
+        tfidf=tile(index.tfidf),
+        model_of=np.concatenate([index.model_of + k * n_models for k in range(copies)]),
+        n_models=n_models * copies,
+        meta=np.tile(index.meta, (copies, 1)),
+        evidence_ptr=np.concatenate([[0], np.cumsum(np.tile(lengths, copies))]),
+        evidence_rows=np.tile(index.evidence_rows, copies),
+        evidence_owner=np.concatenate([index.evidence_owner + k * n for k in range(copies)]),
+        evidence_tfidf=tile(index.evidence_tfidf),
+        trigger_phrases=index.trigger_phrases * copies,
+    )
+
+
+def timed_queries(index: EvidenceIndex, ranker: Ranker, prompts: list[str]) -> dict[str, float]:
+    """p50/p95 milliseconds of first stage + features + ranker per query."""
+    latencies = []
+    for prompt in prompts:
+        tick = time.perf_counter()
+        rows, state = first_stage(index, prompt)
+        ranker.score(compute_features(index, prompt, rows, state))
+        latencies.append((time.perf_counter() - tick) * 1000)
+    return {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)}
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100)."""
     return float(np.percentile(values, q)) if values else 0.0
@@ -148,6 +200,9 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="retrain without each group")
     parser.add_argument("--plot", type=Path, help="write the top-k accuracy plot (PNG) here")
     parser.add_argument("--latency-queries", type=int, default=300)
+    parser.add_argument(
+        "--expand", type=int, default=10, help="also time an index tiled this many times (0: no)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -166,7 +221,12 @@ def main() -> None:
 
     lists["tfidf"] = tfidf_baseline(catalog, queries, excluded)
     evidence_index = index.ranked.index
-    test = ranking_data(evidence_index, queries, leave_one_out=False, desc=f"{args.split} features")
+    vectors = None
+    if index.ranked.uses_dense:
+        vectors = index.embedding_function.embed_queries([q for q, _, _ in queries])
+    test = ranking_data(
+        evidence_index, queries, leave_one_out=False, desc=f"{args.split} features", vectors=vectors
+    )
     first = np.concatenate(
         [-np.arange(size, dtype=np.float64) for size in test.groups]
     )  # candidates come in first-stage order
@@ -233,6 +293,17 @@ def main() -> None:
         f"\nquery latency at {len(catalog)} cards (retrieval + ranking, k=10): "
         f"p50 {figures['latency_ms']['p50']} ms, p95 {figures['latency_ms']['p95']} ms"
     )
+
+    if args.expand > 1:
+        big = expanded(evidence_index, args.expand)
+        prompts = [prompt for prompt, _, _ in queries[: args.latency_queries]]
+        figures["latency_ms_expanded"] = timed_queries(big, ranker, prompts)
+        print(
+            f"retrieval + ranking at {len(big.cards)} cards (the index tiled {args.expand}x): "
+            f"p50 {figures['latency_ms_expanded']['p50']} ms, "
+            f"p95 {figures['latency_ms_expanded']['p95']} ms"
+        )
+        del big
 
     if args.plot:
         import matplotlib

@@ -244,8 +244,12 @@ class CatalogIndex:
     ) -> list[SearchHit]:
         """Top-k by the evidence first stage and the learned ranker."""
         assert self.ranked is not None
+        vector = self._embed_query(text) if self.ranked.uses_dense else None
+        found = self.ranked.search(
+            text, k, base_model=base_model, model_type=model_type, vector=vector
+        )
         hits = []
-        for hit in self.ranked.search(text, k, base_model=base_model, model_type=model_type):
+        for hit in found:
             card = self.catalog.get(hit.version_id)
             if card is not None:
                 hits.append(

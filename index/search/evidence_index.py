@@ -8,6 +8,7 @@ under the same conditions it is tested in.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -83,10 +84,23 @@ class EvidenceIndex:
     trigger_phrases: list[list[str]]
     pool: Evidence
     prompt_row: dict[str, int]
+    prompt_vectors: np.ndarray | None = None
+    """Unit MiniLM embedding of every pool prompt (dense features), when computed."""
+    card_vectors: np.ndarray | None = None
+    """Per card: the unit mean of its evidence prompts' embeddings (zero without evidence)."""
 
     @classmethod
-    def build(cls, cards: list[ModelCard], evidence: Evidence, pool: Evidence) -> EvidenceIndex:
-        """Index `cards` with their collapsed `evidence`; `pool` is the uncollapsed evidence."""
+    def build(
+        cls,
+        cards: list[ModelCard],
+        evidence: Evidence,
+        pool: Evidence,
+        vectors: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> EvidenceIndex:
+        """Index `cards` with their collapsed `evidence`; `pool` is the uncollapsed evidence.
+
+        `vectors` embeds the pool prompts (in order) for the dense features; None leaves them out.
+        """
         vocabulary = Vocabulary()
         texts = sorted({prompt for items in pool.values() for _, prompt in items})
         prompt_row = {text: row for row, text in enumerate(texts)}
@@ -154,7 +168,18 @@ class EvidenceIndex:
             ],
             pool=pool,
             prompt_row=prompt_row,
-        )
+            prompt_vectors=None if vectors is None else vectors(texts),
+        ).with_card_vectors()
+
+    def with_card_vectors(self) -> EvidenceIndex:
+        """Set `card_vectors` from `prompt_vectors` (no-op without them)."""
+        if self.prompt_vectors is None:
+            return self
+        sums = np.zeros((len(self.cards), self.prompt_vectors.shape[1]), np.float32)
+        np.add.at(sums, self.evidence_owner, self.prompt_vectors[self.evidence_rows])
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self.card_vectors = sums / np.maximum(norms, 1e-9)
+        return self
 
     def card_rows(self, card: int, loo: LeaveOneOut | None = None) -> np.ndarray:
         """The pool rows of a card's evidence prompts (its leave-one-out rows when given)."""

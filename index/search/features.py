@@ -29,6 +29,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
         "model_max_jaccard",
         "is_model_best_fs",
     ),
+    "dense": ("cosine_max", "cosine_mean", "model_max_cosine"),
     "meta": META_FEATURES,
     "query": ("query_terms",),
 }
@@ -37,9 +38,17 @@ _COLUMN = {name: column for column, name in enumerate(FEATURES)}
 
 
 def compute_features(
-    index: EvidenceIndex, text: str, rows: np.ndarray, state: QueryState
+    index: EvidenceIndex,
+    text: str,
+    rows: np.ndarray,
+    state: QueryState,
+    vector: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(len(rows), len(FEATURES)) features of a query's candidate cards."""
+    """(len(rows), len(FEATURES)) features of a query's candidate cards.
+
+    `vector` is the query's unit MiniLM embedding; without it (or without prompt vectors in the
+    index) the dense features are 0.
+    """
     out = np.zeros((len(rows), len(FEATURES)), np.float32)
 
     def put(name: str, values: np.ndarray | float) -> None:
@@ -65,6 +74,8 @@ def compute_features(
     _trigger_features(index, text, rows, out)
     _prompt_features(index, rows, state, out)
     _model_features(index, rows, state, out)
+    if vector is not None and index.prompt_vectors is not None:
+        _dense_features(index, rows, state, vector, out)
     out[:, [_COLUMN[name] for name in META_FEATURES]] = index.meta[rows]
     if loo is not None:
         hit = np.flatnonzero(rows == loo.card)
@@ -155,6 +166,34 @@ def _model_features(
     group_best = np.full(len(counts), -np.inf)
     np.maximum.at(group_best, inverse, out[:, _COLUMN["max_jaccard"]])
     out[:, _COLUMN["model_max_jaccard"]] = group_best[inverse]
+
+
+def _dense_features(
+    index: EvidenceIndex, rows: np.ndarray, state: QueryState, vector: np.ndarray, out: np.ndarray
+) -> None:
+    """Cosine to the best single evidence prompt, to the card's mean, and the model's best."""
+    assert index.prompt_vectors is not None and index.card_vectors is not None
+    per_card = [index.card_rows(int(row), state.loo) for row in rows]
+    lengths = np.asarray([len(r) for r in per_card])
+    best = np.zeros(len(rows))
+    if lengths.sum():
+        cosines = index.prompt_vectors[np.concatenate(per_card)] @ vector
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        best = np.full(len(rows), -1.0)
+        np.maximum.at(best, owner, cosines)
+        best[lengths == 0] = 0.0
+    out[:, _COLUMN["cosine_max"]] = best
+    mean = index.card_vectors[rows] @ vector
+    if state.loo is not None:
+        hit = np.flatnonzero(rows == state.loo.card)
+        if len(hit):
+            own = index.prompt_vectors[state.loo.prompt_rows].sum(0)
+            mean[hit[0]] = float(own @ vector / max(float(np.linalg.norm(own)), 1e-9))
+    out[:, _COLUMN["cosine_mean"]] = mean
+    _, inverse, counts = np.unique(index.model_of[rows], return_inverse=True, return_counts=True)
+    group_best = np.full(len(counts), -np.inf)
+    np.maximum.at(group_best, inverse, best)
+    out[:, _COLUMN["model_max_cosine"]] = group_best[inverse]
 
 
 def _capped_rank(values: np.ndarray, rows: np.ndarray, cap: int) -> np.ndarray:

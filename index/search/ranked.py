@@ -20,8 +20,9 @@ import numpy as np
 from diffagent.index.catalog import EVIDENCE_FILE, Catalog, iter_evidence
 from diffagent.index.search.evidence import collapse_near_duplicates, split_image_ids
 from diffagent.index.search.evidence_index import Evidence, EvidenceIndex
-from diffagent.index.search.features import FEATURES, compute_features
+from diffagent.index.search.features import FEATURE_GROUPS, FEATURES, compute_features
 from diffagent.index.search.first_stage import first_stage
+from diffagent.index.search.prompt_vectors import prompt_vectors
 from diffagent.index.search.ranker import RANKER_INFO_FILE, Ranker, RankerConfig, fit_ranker
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,18 @@ class RankedSearch:
 
     @classmethod
     def open(
-        cls, catalog: Catalog, index_dir: Path, exclude_split: str | None = None
+        cls,
+        catalog: Catalog,
+        index_dir: Path,
+        exclude_split: str | None = None,
+        *,
+        show_progress: bool = True,
     ) -> RankedSearch | None:
-        """The ranked search of a catalog with evidence (None when it has none)."""
+        """The ranked search of a catalog with evidence (None when it has none).
+
+        The first open embeds every evidence prompt (minutes for the full crawl, with a progress
+        bar); later opens read the cached vectors.
+        """
         if not (catalog.directory / EVIDENCE_FILE).is_file():
             return None
         excluded = (
@@ -70,7 +80,11 @@ class RankedSearch:
         digest = _digest(cards, pool, exclude_split)
         ranker_dir = Path(index_dir) / RANKER_DIR
         ranker = Ranker.load(ranker_dir) if _info(ranker_dir).get("digest") == digest else None
-        return cls(EvidenceIndex.build(cards, evidence, pool), ranker, digest)
+
+        def vectors(texts: list[str]) -> np.ndarray:
+            return prompt_vectors(texts, Path(index_dir), show_progress=show_progress)
+
+        return cls(EvidenceIndex.build(cards, evidence, pool, vectors), ranker, digest)
 
     def train_if_stale(
         self,
@@ -98,8 +112,21 @@ class RankedSearch:
         self.ranker = ranker
         return info
 
+    @property
+    def uses_dense(self) -> bool:
+        """Whether the ranker reads dense features (the query must then be embedded)."""
+        return self.ranker is not None and any(
+            name in self.ranker.features for name in FEATURE_GROUPS["dense"]
+        )
+
     def search(
-        self, text: str, k: int, *, base_model: str | None, model_type: str | None
+        self,
+        text: str,
+        k: int,
+        *,
+        base_model: str | None,
+        model_type: str | None,
+        vector: np.ndarray | None = None,
     ) -> list[RankedHit]:
         """Top-k cards: first-stage candidates scored by the ranker (by first stage without one)."""
         allowed = np.ones(len(self.index.cards), dtype=bool)
@@ -114,7 +141,8 @@ class RankedSearch:
         if self.ranker is None:
             scores = state.score[rows]
         else:
-            scores = self.ranker.score(compute_features(self.index, text, rows, state))
+            features = compute_features(self.index, text, rows, state, vector)
+            scores = self.ranker.score(features)
         order = np.argsort(-scores, kind="stable")[:k]
         return [
             RankedHit(

@@ -60,19 +60,25 @@ def ranking_data(
     leave_one_out: bool,
     desc: str = "features",
     show_progress: bool = True,
+    vectors: np.ndarray | None = None,
 ) -> RankingData:
-    """Features and labels of (prompt, version id, image id) queries over their candidates."""
+    """Features and labels of (prompt, version id, image id) queries over their candidates.
+
+    `vectors` are the queries' embeddings; without them a query that is a pool prompt uses that
+    prompt's stored vector (training queries are), others get no dense features.
+    """
     row_of = {card.version_id: row for row, card in enumerate(index.cards)}
     model_ids = np.asarray([card.model_id for card in index.cards])
     version_ids = np.asarray([card.version_id for card in index.cards])
     blocks, labels, groups, candidates = [], [], [], []
-    for prompt, version_id, image_id in tqdm(
-        queries, desc=desc, unit="query", disable=not show_progress
+    for position, (prompt, version_id, image_id) in enumerate(
+        tqdm(queries, desc=desc, unit="query", disable=not show_progress)
     ):
         row = row_of.get(version_id)
         loo = index.leave_one_out(row, image_id) if leave_one_out and row is not None else None
         rows, state = first_stage(index, prompt, loo=loo)
-        blocks.append(compute_features(index, prompt, rows, state))
+        vector = vectors[position] if vectors is not None else _pool_vector(index, prompt)
+        blocks.append(compute_features(index, prompt, rows, state, vector))
         true_model = model_ids[row] if row is not None else -1
         labels.append(
             np.where(
@@ -88,6 +94,14 @@ def ranking_data(
         groups=np.asarray(groups, np.int64),
         candidates=candidates,
     )
+
+
+def _pool_vector(index: EvidenceIndex, prompt: str) -> np.ndarray | None:
+    """The stored embedding of a pool prompt, or None."""
+    row = index.prompt_row.get(prompt)
+    if index.prompt_vectors is None or row is None:
+        return None
+    return np.asarray(index.prompt_vectors[row])
 
 
 def train_ranker(train: RankingData, val: RankingData, config: RankerConfig) -> Any:
