@@ -160,18 +160,16 @@ def render_turn(
 
 
 def turn_actions(result: TurnResult) -> list[cl.Action]:
-    """One click to try the next-ranked card (the same refinement as typing 'another model')."""
-    if not result.alternatives:
-        return []
-    nxt = result.alternatives[0]
+    """One click per alternative card: the same refinement as typing 'use version ID'."""
     return [
         cl.Action(
             name=ANOTHER_MODEL_ACTION,
-            payload={"message": "another model", "version_id": nxt.version_id},
-            label=f"Try {nxt.name} instead",
-            tooltip="Same as typing 'another model'",
+            payload={"message": f"use version {alt.version_id}", "version_id": alt.version_id},
+            label=f"Try {alt.name} instead",
+            tooltip=f"Same as typing 'use version {alt.version_id}'",
             icon="shuffle",
         )
+        for alt in result.alternatives
     ]
 
 
