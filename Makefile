@@ -61,11 +61,14 @@ bench: catalog
 	$(BIN)/diffagent index build --catalog $(CATALOG)
 	$(PY) bench/bench_retrieval.py --catalog $(CATALOG)
 	$(PY) bench/bench_index_latency.py --catalog $(CATALOG)
+	$(BIN)/diffagent index build --catalog $(CATALOG) --exclude-split test
+	$(PY) bench/bench_selection.py --catalog $(CATALOG) --ablation --plot docs/selection-topk.png
+	$(PY) bench/bench_conversations.py
 	$(PY) bench/bench_generate.py --kind sd15
 	$(PY) bench/bench_generate.py --kind sdxl
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_planner.py --catalog $(CATALOG) --limit 40
-	$(PY) bench/bench_select.py --catalog $(CATALOG) --limit 100 --generate-limit 20
+	$(PY) bench/bench_select.py --catalog $(CATALOG) --index-dir $(CATALOG)/index-eval-test --split test --limit 100 --generate-limit 20
 	$(PY) bench/bench_serve.py
 
 clean:

@@ -36,7 +36,7 @@ from diffagent.index.search.evidence import split_image_ids
 from diffagent.index.search.evidence_index import EvidenceIndex
 from diffagent.index.search.features import FEATURE_GROUPS, FEATURES, compute_features
 from diffagent.index.search.first_stage import first_stage
-from diffagent.index.search.ranked import training_queries
+from diffagent.index.search.ranked import split_queries, training_queries
 from diffagent.index.search.ranker import (
     Ranker,
     RankerConfig,
@@ -47,18 +47,6 @@ from diffagent.index.search.ranker import (
 )
 
 KS = (1, 2, 3, 5, 10, 20)
-
-
-def split_queries(catalog: Catalog, split: str) -> list[tuple[str, int, int]]:
-    """(prompt, version id, image id) of the split's pairs whose card is in the catalog."""
-    rows = []
-    with (catalog.directory / "pairs" / f"{split}.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            version_id = int(row["api"]["version_id"])
-            if catalog.get(version_id) is not None and row["instruction"]["prompt"]:
-                rows.append((row["instruction"]["prompt"], version_id, int(row["image_id"])))
-    return rows
 
 
 def topk_models(version_lists: list[list[int]], catalog: Catalog, k: int) -> list[list[int]]:

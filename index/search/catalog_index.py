@@ -107,6 +107,9 @@ class CatalogIndex:
         folder = Path(index_dir) if index_dir else default_index_dir(catalog.directory)
         if index_dir is None and exclude_split:
             folder = folder.with_name(f"{folder.name}-eval-{exclude_split}")
+        manifest = IndexManifest.read(folder) if folder.is_dir() else None
+        if exclude_split is None and manifest is not None:
+            exclude_split = manifest.exclude_split  # an evaluation index stays one
         index = cls(
             catalog,
             folder,
