@@ -247,9 +247,14 @@ class CatalogIndex:
     ) -> list[SearchHit]:
         """Top-k by the evidence first stage and the learned ranker."""
         assert self.ranked is not None
-        vector = self._embed_query(text) if self.ranked.uses_dense else None
+        pending = None
+        if self.ranked.uses_dense:
+            # The prompt embedding (the slowest step) runs while the first stage scores cards.
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+            pending = self._executor.submit(self._embed_query, text)
         found = self.ranked.search(
-            text, k, base_model=base_model, model_type=model_type, vector=vector
+            text, k, base_model=base_model, model_type=model_type, pending=pending
         )
         hits = []
         for hit in found:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,7 @@ class RankedSearch:
         base_model: str | None,
         model_type: str | None,
         vector: np.ndarray | None = None,
+        pending: Future[np.ndarray] | None = None,
     ) -> list[RankedHit]:
         """Top-k cards: first-stage candidates scored by the ranker (by first stage without one)."""
         allowed = np.ones(len(self.index.cards), dtype=bool)
@@ -141,6 +143,8 @@ class RankedSearch:
         if self.ranker is None:
             scores = state.score[rows]
         else:
+            if pending is not None:
+                vector = pending.result()  # computed while the first stage ran
             features = compute_features(self.index, text, rows, state, vector)
             scores = self.ranker.score(features)
         order = np.argsort(-scores, kind="stable")[:k]
