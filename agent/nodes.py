@@ -53,6 +53,7 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
         result.replan = False  # nothing that bears on the choice changed after all
     return {
         "request": None,
+        "one_shot": state.request is not None,
         "intent": result.intent,
         "constraints": result.constraints.model_dump(mode="json"),
         "replan": result.replan or state.last_api is None,
@@ -146,7 +147,7 @@ def retrieve_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
     """
     ctx = runtime.context
     cons = Constraints.model_validate(state.constraints)
-    cards = retrieve(ctx, cons)
+    cards = retrieve(ctx, cons, one_shot=state.one_shot)
     if not cards and cons.exclude_version_ids and state.last_api is not None:
         kept = int(state.last_api["version_id"])
         cons.exclude_version_ids = [v for v in cons.exclude_version_ids if v != kept]
@@ -163,14 +164,15 @@ def retrieve_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
     return {"candidates": [card.version_id for card in cards]}
 
 
-def retrieve(ctx: AgentContext, cons: Constraints) -> list[ModelCard]:
+def retrieve(ctx: AgentContext, cons: Constraints, *, one_shot: bool = False) -> list[ModelCard]:
     """The top-K allowed cards for the constraints' query, best first.
 
     Allowed: not excluded, not adult-oriented (unless NSFW is allowed), not a character or
     real-person LoRA the prompt does not name. When a medium is asked, cards whose evidence
     shows only another medium come last (after "another model": not at all); cards whose
     evidence shows the asked styles come first, each group in retrieval order. A picked card
-    is the only one.
+    is the only one. A one-shot request (`select`) keeps the index's order, which measures
+    best on held-out prompts: only adult cards and repeats of a model are left out.
     """
     if cons.pin_version_id is not None:
         pinned = ctx.catalog.get(cons.pin_version_id)
@@ -186,7 +188,7 @@ def retrieve(ctx: AgentContext, cons: Constraints) -> list[ModelCard]:
     pool = [
         hit.card for hit in ctx.index.query(cons.query, k=3 * top_k + 3 * len(excluded), **filters)
     ]
-    styles = find_styles(cons.query)
+    styles = [] if one_shot else find_styles(cons.query)
     media = [style for style in styles if style in MEDIA]
     if media:
         # Cards of the asked medium the content query may rank too low to see.
@@ -199,7 +201,7 @@ def retrieve(ctx: AgentContext, cons: Constraints) -> list[ModelCard]:
         if card.version_id not in excluded
         and (card.model_id, card.name) not in excluded_models
         and (cons.allow_adult or not is_adult(card))
-        and (not is_character(card) or named_in(card, cons.query))
+        and (one_shot or not is_character(card) or named_in(card, cons.query))
     ]
     # One version per model: alternatives and "another model" are other models.
     first_versions: dict[tuple[int, str], ModelCard] = {}

@@ -27,6 +27,8 @@ class State(InputState):
 
     constraints: dict[str, Any] = field(default_factory=dict)
     """The merged Constraints (understand.Constraints) the conversation has asked for so far."""
+    one_shot: bool = False
+    """Whether this turn is a one-shot request (batch selection) rather than a chat message."""
     intent: str = "image"
     """What the last message asks for: image, question, nsfw or empty."""
     replan: bool = True
