@@ -32,9 +32,10 @@ class PlannerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["rank", "generate", "retrieval"] = Field(
-        default="rank",
-        description="rank: the LLM scores candidate APIs; generate: the LLM writes the API JSON; "
-        "retrieval: the index's top card with its recommended parameters (no LLM).",
+        default="retrieval",
+        description="retrieval (default): the ranked index's top card with its parameters, no "
+        "LLM (the stock planner adds no accuracy over the ranker, measured); rank: the LLM "
+        "scores candidate APIs; generate: the LLM writes the API JSON.",
     )
     rank_prior: float = Field(
         default=2.0,

@@ -143,6 +143,7 @@ _SETTING_PATHS = {
 
 def settings_for(**values: Any) -> Settings:
     """Settings from flat test shorthands (mode, top_k, checkpoint_db, seeds, generation, ...)."""
+    values.setdefault("mode", "rank")  # the planner tests exercise the LLM modes
     return Settings().with_overrides(
         {_SETTING_PATHS.get(name, name): value for name, value in values.items()}
     )

@@ -59,8 +59,8 @@ def _agent_options(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=["rank", "generate", "retrieval"],
         default=None,
-        help="rank: the LLM ranks candidate APIs (default); generate: the LLM writes the API "
-        "JSON, then validation repairs it; retrieval: the index's top card",
+        help="retrieval: the ranked index's top card (default; measured best); rank: the LLM "
+        "ranks candidate APIs; generate: the LLM writes the API JSON, then validation repairs it",
     )
     parser.add_argument("--planner", choices=["embedded", "openai"], default=None)
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint (with --planner openai)")
