@@ -9,25 +9,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffagent.cards import CardFile, ModelCard, RecommendedParams
+from diffagent.cards import ModelCard
 from diffagent.tools.store import HashCache, ModelStore, safetensors_problem, sha256_file
+
+from .test_store import _card as store_card
 
 
 def _card(name: str, sha256: str = "00" * 32) -> ModelCard:
-    return ModelCard(
-        version_id=7,
-        model_id=3,
-        air="urn:air:sd1:checkpoint:civitai:3@7",
-        name="Dream",
-        version_name="v7",
-        type="Checkpoint",
-        base_model="SD 1.5",
-        description="test card",
-        file=CardFile(name=name, format="Diffusers", sha256=sha256.upper(), url="https://x/7"),
-        recommended=RecommendedParams(
-            width=512, height=512, sampling_method="Euler a", sampling_steps=20, cfg_scale=7
-        ),
-    )
+    return store_card(name, sha256, fmt="Diffusers")
 
 
 def _store(root: Path, **kwargs: object) -> ModelStore:
