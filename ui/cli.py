@@ -11,6 +11,7 @@ from diffagent.ui import (
     cli_agent,
     cli_catalog,
     cli_chainlit,
+    cli_finetune,
     cli_index,
     cli_score,
     cli_serve,
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_agent.register(commands)
     cli_serve.register(commands)
     cli_chainlit.register(commands)
+    cli_finetune.register(commands)
     return parser
 
 

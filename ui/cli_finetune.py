@@ -1,0 +1,96 @@
+"""Subcommands of the finetune area: `finetune sft`, `finetune rrhf` (thin: parse, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add `finetune` and its actions (sft, rrhf) to the top-level parser."""
+    parser = commands.add_parser(
+        "finetune", help="Train the planner: SFT and RRHF of a LoRA adapter (needs the extra)."
+    )
+    actions = parser.add_subparsers(dest="finetune_command", required=True, metavar="ACTION")
+    register_sft(actions)
+    register_rrhf(actions)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--catalog", type=Path, required=True, help="Catalog directory (cards.jsonl, pairs/)."
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="Base causal LM folder (default: the embedded SmolLM2-135M, converted once).",
+    )
+    parser.add_argument("--max-examples", type=int, default=None, help="Train pairs used.")
+    parser.add_argument("--epochs", type=float, default=1.0, help="Passes over the data.")
+    parser.add_argument("--lr", type=float, default=None, help="Learning rate.")
+    parser.add_argument("--batch-size", type=int, default=None, help="Examples per step.")
+    parser.add_argument("--max-steps", type=int, default=None, help="Stop after this many steps.")
+    parser.add_argument("--save-steps", type=int, default=None, help="Checkpoint every N steps.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-resume", action="store_true", help="Start over instead of resuming from OUT."
+    )
+
+
+def register_sft(actions: Any) -> None:
+    """Add `finetune sft`: supervised fine-tuning on the catalog's train pairs."""
+    sft = actions.add_parser("sft", help="SFT a LoRA adapter on the catalog's train pairs.")
+    _common_options(sft)
+    sft.add_argument("--out", type=Path, required=True, help="Adapter folder to write.")
+    sft.add_argument(
+        "--format",
+        choices=["rank", "generate", "both"],
+        default="rank",
+        help="Answer format(s) to train: rank-mode answer lines, generate-mode API JSON.",
+    )
+    sft.add_argument("--max-val", type=int, default=None, help="Val pairs for evaluation.")
+    sft.set_defaults(handler=_sft)
+
+
+def register_rrhf(actions: Any) -> None:
+    """Add `finetune rrhf`: rank responses by reward, on top of an SFT adapter."""
+    rrhf = actions.add_parser("rrhf", help="RRHF of an SFT adapter with a pluggable reward.")
+    _common_options(rrhf)
+    rrhf.add_argument("--sft", type=Path, default=None, help="SFT adapter folder to start from.")
+    rrhf.add_argument("--out", type=Path, required=True, help="Adapter folder to write.")
+    rrhf.add_argument("--reward", choices=["catalog", "unified"], default="catalog")
+    rrhf.add_argument(
+        "--candidates", type=int, default=2, help="m samples from the SFT model per prompt."
+    )
+    rrhf.add_argument("--ranker-k", type=int, default=6, help="Ranker candidates per prompt.")
+    rrhf.add_argument("--seeds", type=int, default=2, help="k images per response (unified).")
+    rrhf.add_argument(
+        "--index-dir", type=Path, default=None, help="Ranked index (candidate source)."
+    )
+    rrhf.add_argument(
+        "--groups", type=Path, default=None, help="Reuse a groups.jsonl instead of building one."
+    )
+    rrhf.add_argument("--ray", action="store_true", help="Build candidates/rewards on Ray.")
+    rrhf.set_defaults(handler=_rrhf)
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from diffagent.finetune.sft import SFTRunConfig, run_sft
+
+    config = SFTRunConfig.from_args(vars(args))
+    report = run_sft(config)
+    print(json.dumps(report))
+    return 0
+
+
+def _rrhf(args: argparse.Namespace) -> int:
+    from diffagent.finetune.rrhf import RRHFRunConfig, run_rrhf
+
+    config = RRHFRunConfig.from_args(vars(args))
+    report = run_rrhf(config)
+    print(json.dumps(report))
+    return 0
