@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.sqlite import SqliteSaver
 from pydantic import BaseModel, Field
 
 from diffagent.agent.context import AgentContext, CardIndex
+from diffagent.agent.conversations import open_conversations
 from diffagent.agent.graph import build_graph
-from diffagent.agent.sessions import SessionLocks, SessionRegistry, check_text
+from diffagent.agent.sessions import SessionLocks, check_text
 from diffagent.agent.settings import Settings
+from diffagent.agent.streaming import TokenCallback, check_cancelled, token_sink
 from diffagent.agent.understand import MAX_PROMPT_CHARS
 from diffagent.agent.validate import Repair
 from diffagent.api import T2IApi
@@ -56,6 +56,13 @@ class TurnResult(BaseModel):
     alternatives: list[ModelCard] = Field(
         default_factory=list, description="The next-ranked cards after the chosen one, best first."
     )
+    composition: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The LoRAs composed on the checkpoint: name, weight, concept, role.",
+    )
+    attempts: list[dict[str, Any]] = Field(
+        default_factory=list, description="This turn's generation attempts (best marked 'kept')."
+    )
 
 
 StepCallback = Callable[[str, float | None, dict[str, Any] | None], None]
@@ -78,29 +85,21 @@ class DiffAgent:
     """Thread-safe chat agent over the LangGraph graph with persisted sessions.
 
     Turns of different sessions run concurrently; turns of one session run in order (a lock per
-    session). A turn is stored whole or not at all: a failed turn leaves the conversation as it
-    was. Shared models load once; the embedded planner serialises its own forward passes.
+    session, and on PostgreSQL an advisory lock across processes). A turn is stored whole or not
+    at all, in one checkpoint written when it ends: a failed, cancelled or killed turn leaves the
+    conversation as it was. Shared models load once; the embedded planner serialises its own
+    forward passes. Conversations live in PostgreSQL when `config.database_url` is set, else in
+    SQLite (`agent/conversations.py`).
     """
 
     def __init__(self, config: Settings, context: AgentContext) -> None:
         self.config = config
         self.context = context
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
         self._turn_locks = SessionLocks()
-        if config.paths.ephemeral:
-            checkpointer: Any = InMemorySaver()
-            self._sessions = SessionRegistry(None, threading.Lock())
-        else:
-            path = config.paths.database_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.commit()
-            # SqliteSaver guards every use of the shared connection with its own lock; the
-            # session table is written under the same lock.
-            checkpointer = SqliteSaver(self._conn)
-            self._sessions = SessionRegistry(self._conn, checkpointer.lock)
+        self.conversations = open_conversations(config)
+        self._sessions = self.conversations.sessions
+        checkpointer = self.conversations.checkpointer
         self.checkpointer = checkpointer
         self.graph = build_graph(checkpointer)
         self._select_graph = build_graph(None)
@@ -160,30 +159,37 @@ class DiffAgent:
         return session_id in self._sessions
 
     def reply(
-        self, session_id: str | None, message: str, on_step: StepCallback | None = None
+        self,
+        session_id: str | None,
+        message: str,
+        on_step: StepCallback | None = None,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+        new_id: str | None = None,
     ) -> TurnResult:
         """Run one turn of `session_id` with the user's `message`; None starts a new session.
 
         The turn is stored whole or not at all: when it fails, the conversation is left as it was
         (and a new session is not created). Text that is not valid Unicode is a BadInputError.
         `on_step(node, seconds, update)` is called as each graph node starts (seconds None) and
-        ends (its run time and state update), for interfaces that show progress.
+        ends (its run time and state update), for interfaces that show progress. `on_token(text)`
+        receives the planner's text as it is written (generate mode, streaming backends).
+        Setting `cancel` stops the turn at the next node or token (TurnCancelledError) and rolls
+        it back. `new_id` is the id a new session gets (default: a random one).
         """
         text = check_text(message)
         new = session_id is None
         if session_id is None:
-            session_id = uuid.uuid4().hex
+            session_id = new_id or uuid.uuid4().hex
         else:
             self._require(session_id)
         config = {"configurable": {"thread_id": session_id}}
         inputs = {"messages": [{"role": "user", "content": text}]}
-        with self._turn_locks.hold(session_id):
+        with self._turn_locks.hold(session_id), self.conversations.turn_lock(session_id):
             before = self.graph.get_state(config)
             try:
-                if on_step is None:
-                    state = self.graph.invoke(inputs, config, context=self.context)
-                else:
-                    state = self._stream_turn(inputs, config, on_step)
+                state = self._run_turn(inputs, config, on_step, on_token, cancel)
                 result = self._turn_result(session_id, state)
             except BaseException:
                 self._roll_back(before)
@@ -218,21 +224,58 @@ class DiffAgent:
             intent=state.get("intent", "image"),
             changes=list(state.get("changes", [])),
             alternatives=self._alternatives(state, api),
+            composition=list(state.get("composition") or []),
+            attempts=self._turn_attempts(state),
         )
 
-    def _stream_turn(
-        self, inputs: dict[str, Any], config: dict[str, Any], on_step: StepCallback
+    @staticmethod
+    def _turn_attempts(state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The attempts of the turn that just ran (the state keeps every turn's)."""
+        turn = sum(1 for message in state.get("messages", []) if message["role"] == "user")
+        return [a for a in state.get("attempts") or [] if a.get("turn") == turn]
+
+    def _run_turn(
+        self,
+        inputs: dict[str, Any],
+        config: dict[str, Any],
+        on_step: StepCallback | None,
+        on_token: TokenCallback | None,
+        cancel: threading.Event | None,
     ) -> dict[str, Any]:
-        """Run the graph node by node, reporting each start and end; return the final state."""
+        """Run the graph node by node (reporting steps and tokens); return the final state.
+
+        The checkpoint is written once, when the graph ends (`durability="exit"`): a process
+        killed in the middle of a turn leaves no half turn behind.
+        """
+
+        def sink(piece: str) -> None:
+            check_cancelled(cancel)
+            if on_token is not None:
+                on_token(piece)
+
         started: dict[str, float] = {}
-        for event in self.graph.stream(inputs, config, context=self.context, stream_mode="tasks"):
-            if "result" in event:
-                seconds = time.perf_counter() - started.pop(event["id"], time.perf_counter())
-                on_step(event["name"], seconds, dict(event["result"] or {}))
-            else:
-                started[event["id"]] = time.perf_counter()
-                on_step(event["name"], None, None)
-        return dict(self.graph.get_state(config).values)
+        state: dict[str, Any] = {}
+        listening = on_token is not None or cancel is not None
+        with token_sink(sink) if listening else nullcontext():
+            for mode, event in self.graph.stream(
+                inputs,
+                config,
+                context=self.context,
+                stream_mode=["tasks", "values"],
+                durability="exit",
+            ):
+                check_cancelled(cancel)
+                if mode == "values":
+                    state = event
+                elif on_step is None:
+                    continue
+                elif "result" in event:
+                    seconds = time.perf_counter() - started.pop(event["id"], time.perf_counter())
+                    on_step(event["name"], seconds, dict(event["result"] or {}))
+                else:
+                    started[event["id"]] = time.perf_counter()
+                    on_step(event["name"], None, None)
+        return dict(state)
 
     def _alternatives(
         self, state: dict[str, Any], api: T2IApi | None, limit: int = 3
@@ -249,6 +292,13 @@ class DiffAgent:
         with self._turn_locks.hold(session_id):  # never half a turn
             snapshot = self.graph.get_state({"configurable": {"thread_id": session_id}})
         return [dict(m) for m in snapshot.values.get("messages", [])]
+
+    def attempts(self, session_id: str) -> list[dict[str, Any]]:
+        """Every generation attempt of the conversation, oldest first (kept across restarts)."""
+        self._require(session_id)
+        with self._turn_locks.hold(session_id):
+            snapshot = self.graph.get_state({"configurable": {"thread_id": session_id}})
+        return [dict(a) for a in snapshot.values.get("attempts", [])]
 
     def select(self, prompt: str, negative_prompt: str = "") -> SelectResult:
         """Choose an API for one prompt, without a conversation (batch selection, benchmarks).
@@ -280,10 +330,7 @@ class DiffAgent:
     def close(self) -> None:
         """Close the conversation database and the index (when it can be closed)."""
         with self._lock:
-            if self._conn is not None:
-                with self.checkpointer.lock:
-                    self._conn.close()
-                self._conn = None
+            self.conversations.close()
             close_index = getattr(self.context.index, "close", None)
             if self._owns_index and callable(close_index):
                 close_index()

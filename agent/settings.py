@@ -57,6 +57,12 @@ class IndexSettings(BaseModel):
         default=None, description="Index directory; None = beside the catalog or in user data."
     )
     top_k: int = Field(default=8, ge=1, le=50, description="Retrieved cards the planner sees.")
+    chroma_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Chroma server (`chroma run`) holding the dense channel, e.g. "
+        "http://127.0.0.1:8010; None: a local PersistentClient in the index folder.",
+    )
 
 
 class ServerSettings(BaseModel):
@@ -87,6 +93,18 @@ class Settings(BaseSettings):
         env_prefix="DIFFAGENT_", env_nested_delimiter="__", extra="ignore"
     )
 
+    database_url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://",
+        description="postgresql://USER@HOST:PORT/DB: conversations and sessions on PostgreSQL "
+        "(DIFFAGENT_DATABASE_URL); None: the SQLite file `paths.database`.",
+    )
+    database_pool_size: int = Field(
+        default=32,
+        ge=2,
+        le=1000,
+        description="PostgreSQL connections a process holds at most (one per running turn).",
+    )
     paths: PathSettings = Field(default_factory=PathSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     planner: PlannerConfig = Field(default_factory=PlannerConfig)

@@ -66,17 +66,23 @@ CARDS = [
 ]
 
 
-def build_agent(db_path: Path, *, scripted: bool = True) -> Any:
+def build_agent(
+    db_path: Path, *, scripted: bool = True, database_url: str | None = None, **settings: Any
+) -> Any:
     """The real DiffAgent facade on `db_path`, with the word index and the scripted planner.
 
     With `scripted=False` the configured planner (the embedded LLM by default) is used instead.
+    `database_url` puts conversations on PostgreSQL; `settings` are more `settings_for` values.
     """
     from diffagent.agent.service import DiffAgent
 
     catalog_dir = db_path.parent / "catalog"
     if not (catalog_dir / "cards.jsonl").is_file():
         write_cards(CARDS, catalog_dir / "cards.jsonl")
-    config = settings_for(catalog_dir=catalog_dir, checkpoint_db=db_path, mode="rank")
+    settings.setdefault("mode", "rank")
+    config = settings_for(
+        catalog_dir=catalog_dir, checkpoint_db=db_path, database_url=database_url, **settings
+    )
     index = FakeIndex(Catalog.load(catalog_dir))
     backend = ScriptedPlanner() if scripted else None
     return DiffAgent.create(config, backend=backend, index=index)
@@ -103,6 +109,17 @@ def serve(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a real PostgreSQL server started for this test session (skipped if not installed)."""
+    from diffagent.tools.testing.servers import postgres_bin, postgres_server
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed: run .ci/services.sh (apt-get install postgresql)")
+    with postgres_server(fsync=False) as url:  # in /tmp: the postgres user must reach it
+        yield url
 
 
 @pytest.fixture
