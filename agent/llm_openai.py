@@ -1,9 +1,10 @@
 """Planner backend on any OpenAI-compatible endpoint (vLLM `vllm serve`, `transformers serve`, ...).
 
 `complete` asks for JSON-schema structured output (vLLM guided decoding) and falls back to JSON
-mode, then to plain text, when the server rejects it. `score_continuations` uses
-`/v1/completions` with `echo` and `logprobs` (vLLM supports it); a server that does not return
-prompt log-probabilities raises `ScoringUnsupportedError`.
+mode, then to plain text, when the server rejects it; while someone listens
+(`diffagent.agent.streaming.token_sink`) it streams and passes the text on as it arrives.
+`score_continuations` uses `/v1/completions` with `echo` and `logprobs` (vLLM supports it); a
+server that does not return prompt log-probabilities raises `ScoringUnsupportedError`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+
+from diffagent.agent.streaming import TokenCallback, current_token_sink
 
 # response_format levels tried in order; the first the server accepts is remembered.
 _FORMATS = ("json_schema", "json_object", "none")
@@ -69,7 +72,10 @@ class OpenAIBackend:
         json_schema: dict[str, Any] | None = None,
         max_new_tokens: int = 256,
     ) -> str:
-        """The assistant reply; JSON-constrained by the server where it supports it."""
+        """The assistant reply; JSON-constrained by the server where it supports it.
+
+        Streamed (`stream=True`) while a token sink is set, each piece passed to it in order.
+        """
         while True:
             level = _FORMATS[self._format] if json_schema is not None else "none"
             kwargs: dict[str, Any] = {}
@@ -80,12 +86,14 @@ class OpenAIBackend:
                 }
             elif level == "json_object":
                 kwargs["response_format"] = {"type": "json_object"}
+            sink = current_token_sink()
             try:
                 response = self.client.chat.completions.create(
                     model=self.model,
                     messages=messages,  # type: ignore[arg-type]
                     max_tokens=max_new_tokens,
                     temperature=self.temperature,
+                    stream=sink is not None,
                     **kwargs,
                 )
             except (openai.BadRequestError, openai.UnprocessableEntityError):
@@ -93,6 +101,9 @@ class OpenAIBackend:
                     raise
                 self._format += 1  # the server rejects this format: try a weaker one
                 continue
+            if isinstance(response, openai.Stream):
+                assert sink is not None
+                return _read_stream(response, sink)
             return response.choices[0].message.content or ""
 
     def score_continuations(
@@ -125,6 +136,18 @@ class OpenAIBackend:
             _continuation_score(choice.logprobs, len(prefix), len(prefix + text))
             for choice, text in zip(choices, continuations, strict=True)
         ]
+
+
+def _read_stream(stream: Any, sink: TokenCallback) -> str:
+    """The streamed reply's text; each piece goes to `sink` as it arrives (which may cancel)."""
+    parts: list[str] = []
+    with stream:  # closes the connection, also when the sink cancels the turn
+        for chunk in stream:
+            delta = chunk.choices[0].delta.content if chunk.choices else None
+            if delta:
+                parts.append(delta)
+                sink(delta)
+    return "".join(parts)
 
 
 def _continuation_score(logprobs: Any, start: int, end: int) -> float:

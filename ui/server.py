@@ -2,6 +2,8 @@
 
 Thin by design: it validates requests, maps sessions and errors, and runs the (blocking) agent in
 Starlette's thread pool so concurrent sessions proceed in parallel. All logic lives in the agent.
+Turns can stream (server-sent events: steps, the planner's tokens, the result); a client that
+goes away cancels its turn (`ui/server_stream.py`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,12 +21,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from diffagent.agent.service import TurnResult
+from diffagent.agent.service import StepCallback, TurnResult
 from diffagent.agent.sessions import check_text
 from diffagent.agent.settings import ServerSettings, Settings
+from diffagent.agent.streaming import TokenCallback, TurnCancelledError
 from diffagent.errors import BadInputError, DiffAgentError, UnknownSessionError
 from diffagent.paths import user_data_dir
 from diffagent.ui.server_guard import (
@@ -34,6 +40,15 @@ from diffagent.ui.server_guard import (
 )
 from diffagent.ui.server_metrics import Metrics, RequestIdMiddleware
 from diffagent.ui.server_openai import MODEL_NAME, SESSION_HEADER, add_openai_routes
+from diffagent.ui.server_stream import (
+    LiveTurn,
+    TurnEvent,
+    TurnHandlers,
+    first_event,
+    result_of,
+    sse,
+    sse_events,
+)
 
 __all__ = ["MODEL_NAME", "SESSION_HEADER", "ChatRequest", "ChatResponse", "create_app"]
 
@@ -51,10 +66,20 @@ class AgentLike(Protocol):
         """Create a conversation and return its id."""
         ...
 
-    def reply(self, session_id: str | None, message: str) -> TurnResult:
-        """Run one turn (None: in a new session, made only if the turn succeeds).
+    def reply(
+        self,
+        session_id: str | None,
+        message: str,
+        on_step: StepCallback | None = None,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+        new_id: str | None = None,
+    ) -> TurnResult:
+        """Run one turn (None: in a new session `new_id`, made only if the turn succeeds).
 
-        Raises `UnknownSessionError` for unknown ids.
+        Raises `UnknownSessionError` for unknown ids; stops (TurnCancelledError) when `cancel` is
+        set; reports steps and planner tokens as they happen.
         """
         ...
 
@@ -75,6 +100,11 @@ class ChatRequest(BaseModel):
         description="Omit to start a new conversation.",
     )
     message: str = Field(description="The user's message.")
+    stream: bool = Field(
+        default=False,
+        description="Answer as server-sent events: steps and planner tokens as they happen, "
+        "then the turn (`done`) or an `error` event.",
+    )
 
 
 class ChatResponse(BaseModel):
@@ -241,24 +271,35 @@ def create_app(
             )
         return text
 
+    def http_error(error: BaseException, session_id: str | None = None) -> HTTPException:
+        """The HTTP error an agent failure is answered with (logged when it is the server's)."""
+        if isinstance(error, HTTPException):
+            return error
+        if isinstance(error, UnknownSessionError):
+            status = 404
+            message = (
+                f"unknown session_id {_short(str(session_id))!r}; omit it to start a new session"
+            )
+        elif isinstance(error, TurnCancelledError):
+            status, message = 499, "the client went away; the turn was cancelled and not stored"
+        elif isinstance(error, DiffAgentError):
+            status, message = error.status, str(error)
+        else:
+            status = 500
+            message = f"internal error ({type(error).__name__}: {error}); see the server log"
+        if status >= 500:
+            logger.error("the agent failed", exc_info=error)
+        mapped = HTTPException(status, message)
+        mapped.__cause__ = error
+        return mapped
+
     async def call_agent(method: str, *args: str | None) -> Any:
         """Run an agent method in the thread pool; map its errors to JSON errors."""
         try:
             the_agent = await run_in_threadpool(holder.get)
             return await run_in_threadpool(getattr(the_agent, method), *args)
-        except UnknownSessionError as error:
-            raise HTTPException(
-                404, f"unknown session_id {_short(str(args[0]))!r}; omit it to start a new session"
-            ) from error
-        except DiffAgentError as error:
-            if error.status >= 500:
-                logger.exception("agent.%s failed", method)
-            raise HTTPException(error.status, str(error)) from error
         except Exception as error:
-            logger.exception("agent.%s failed", method)
-            raise HTTPException(
-                500, f"internal error ({type(error).__name__}: {error}); see the server log"
-            ) from error
+            raise http_error(error, args[0] if args else None) from error
 
     def check_session_id(session_id: str) -> str:
         if not SESSION_ID.fullmatch(session_id):
@@ -269,12 +310,33 @@ def create_app(
             )
         return session_id
 
-    async def run_turn(request: Request, session_id: str | None, message: str) -> ChatResponse:
+    def start_turn(
+        request: Request, session_id: str | None, message: str, stream: bool = False
+    ) -> tuple[LiveTurn, str | None]:
+        """Check the request and start its turn; return it and the session id (new or given)."""
         text = check_message(message)
         if session_id is not None:
             check_session_id(session_id)
-        with limiter.slot(client_key(request)), metrics.turn():
-            result = await call_agent("reply", session_id, text)
+        new_id = uuid.uuid4().hex if session_id is None else None
+        key = client_key(request)
+
+        def work(on_step: StepCallback, on_token: TokenCallback, cancel: threading.Event) -> Any:
+            the_agent = holder.get()
+            if not stream:
+                return the_agent.reply(session_id, text, cancel=cancel, new_id=new_id)
+            return the_agent.reply(
+                session_id, text, on_step, on_token=on_token, cancel=cancel, new_id=new_id
+            )
+
+        @contextmanager
+        def guard() -> Iterator[None]:
+            with limiter.slot(key), metrics.turn():
+                yield
+
+        return LiveTurn(work, guard), session_id or new_id
+
+    def to_response(result: Any, session_id: str | None) -> ChatResponse:
+        """The `/v1/chat` body of a finished turn."""
         data = result.model_dump(mode="json") if isinstance(result, BaseModel) else dict(result)
         data["session_id"] = data.get("session_id") or session_id
         data["image_urls"] = [
@@ -283,6 +345,29 @@ def create_app(
             if _servable(images_root, Path(path))
         ]
         return ChatResponse.model_validate(data)
+
+    async def run_turn(request: Request, session_id: str | None, message: str) -> ChatResponse:
+        """One whole turn; the client going away cancels it."""
+        turn, sid = start_turn(request, session_id, message)
+        try:
+            result = await result_of(turn, request)
+        except BaseException as error:
+            raise http_error(error, session_id) from error
+        return to_response(result, sid)
+
+    def error_event(error: BaseException, session_id: str | None) -> dict[str, Any]:
+        """The body of a failure after the stream started (counted like an HTTP error)."""
+        mapped = http_error(error, session_id)
+        metrics.error(type(error).__name__, mapped.status_code)
+        return error_body(mapped.status_code, str(mapped.detail))
+
+    handlers = TurnHandlers(
+        start=start_turn,
+        run=run_turn,
+        error=http_error,
+        error_event=error_event,
+        response=to_response,
+    )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -306,9 +391,31 @@ def create_app(
         return {"session_id": session_id, "messages": messages}
 
     @app.post("/v1/chat", response_model=ChatResponse)
-    async def chat(http: Request, request: ChatRequest) -> ChatResponse:
-        """One chat turn; a missing `session_id` starts a new conversation."""
-        return await run_turn(http, request.session_id, request.message)
+    async def chat(http: Request, request: ChatRequest) -> Any:
+        """One chat turn; a missing `session_id` starts a new conversation.
+
+        With `stream`, server-sent events: `step` and `token` as they happen, then `done` (the
+        turn) or `error`; errors before the first event are plain HTTP errors.
+        """
+        if not request.stream:
+            return await run_turn(http, request.session_id, request.message)
+        turn, sid = start_turn(http, request.session_id, request.message, stream=True)
+        try:
+            first = await first_event(turn, http)
+        except BaseException as error:
+            raise http_error(error, request.session_id) from error
+
+        async def render(event: TurnEvent) -> dict[str, str]:
+            if event.kind == "step":
+                return sse("step", event.data)
+            if event.kind == "token":
+                return sse("token", {"text": event.data})
+            if event.kind == "done":
+                return sse("done", to_response(event.data, sid).model_dump(mode="json"))
+            return sse("error", error_event(event.data, request.session_id))
+
+        headers = {SESSION_HEADER: sid} if sid else {}
+        return EventSourceResponse(sse_events(turn, first, render), headers=headers, sep="\n")
 
     @app.get("/v1/images/{name}", response_model=None)
     async def image(name: str) -> FileResponse:
@@ -318,7 +425,7 @@ def create_app(
             raise HTTPException(404, f"no image named {_short(name)!r}")
         return FileResponse(path)
 
-    add_openai_routes(app, run_turn)
+    add_openai_routes(app, handlers)
     return app
 
 

@@ -6,7 +6,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
@@ -15,11 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
+from diffagent.ui.server_stream import TurnHandlers, first_event
+
 MODEL_NAME = "diffagent"
 SESSION_HEADER = "X-Session-Id"
-
-RunTurn = Callable[[Request, str | None, str], Awaitable[Any]]
-"""`run_turn(request, session_id, message)`: one agent turn as a `ChatResponse`."""
 
 
 class OpenAIMessage(BaseModel):
@@ -75,7 +74,11 @@ def chunks(text: str, words_per_chunk: int = 4) -> list[str]:
     ]
 
 
-def add_openai_routes(app: FastAPI, run_turn: RunTurn) -> None:
+DRAFT_OPEN = "Planner draft:\n```json\n"
+DRAFT_CLOSE = "\n```\n\n"
+
+
+def add_openai_routes(app: FastAPI, turns: TurnHandlers) -> None:
     """Add `/v1/models` and `/v1/chat/completions` (plain and streaming) to `app`."""
 
     @app.get("/v1/models")
@@ -95,15 +98,16 @@ def add_openai_routes(app: FastAPI, run_turn: RunTurn) -> None:
         """OpenAI-compatible chat: the latest user message is one turn of the session.
 
         The session comes from the `X-Session-Id` header or the `user` field; without either,
-        a new one is started. Its id is returned in the header and as `session_id`.
+        a new one is started. Its id is returned in the header and as `session_id`. Streaming
+        starts with the planner's first token (generate mode, streaming planner) or the end of
+        the turn; errors before it are plain HTTP errors, after it a final `error` chunk.
         """
         text = latest_user_text(request.messages)
-        turn = await run_turn(http, x_session_id or request.user, text)
-        extra = turn.model_dump(mode="json")
+        session_id = x_session_id or request.user
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        headers = {SESSION_HEADER: turn.session_id}
         base = {"id": completion_id, "created": int(time.time()), "model": request.model}
         if not request.stream:
+            turn = await turns.run(http, session_id, text)
             body = {
                 **base,
                 "object": "chat.completion",
@@ -115,25 +119,50 @@ def add_openai_routes(app: FastAPI, run_turn: RunTurn) -> None:
                     }
                 ],
                 "session_id": turn.session_id,
-                "diffagent": extra,
+                "diffagent": turn.model_dump(mode="json"),
             }
-            return JSONResponse(body, headers=headers)
+            return JSONResponse(body, headers={SESSION_HEADER: turn.session_id})
+
+        live, sid = turns.start(http, session_id, text, True)
+        try:
+            first = await first_event(live, http, skip_steps=True)
+        except BaseException as error:
+            raise turns.error(error, session_id) from error
 
         def chunk(delta: dict[str, Any], finish: str | None, **more: Any) -> dict[str, str]:
             payload = {
                 **base,
                 "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                "session_id": turn.session_id,
+                "session_id": sid,
                 **more,
             }
             return {"data": json.dumps(payload)}
 
         async def events() -> AsyncIterator[dict[str, str]]:
-            yield chunk({"role": "assistant", "content": ""}, None)
-            for piece in chunks(turn.reply):
-                yield chunk({"content": piece}, None)
-            yield chunk({}, "stop", diffagent=extra)
-            yield {"data": "[DONE]"}
+            event, drafting = first, False
+            try:
+                yield chunk({"role": "assistant", "content": ""}, None)
+                while True:
+                    if event.kind == "token":
+                        opening = "" if drafting else DRAFT_OPEN
+                        drafting = True
+                        yield chunk({"content": opening + event.data}, None)
+                    elif event.kind == "done":
+                        turn = turns.response(event.data, sid)
+                        if drafting:
+                            yield chunk({"content": DRAFT_CLOSE}, None)
+                        for piece in chunks(turn.reply):
+                            yield chunk({"content": piece}, None)
+                        yield chunk({}, "stop", diffagent=turn.model_dump(mode="json"))
+                        yield {"data": "[DONE]"}
+                        return
+                    elif event.kind == "error":
+                        yield {"data": json.dumps(turns.error_event(event.data, session_id))}
+                        return
+                    event = await live.next()
+            finally:
+                live.cancel.set()  # the client went away (or the turn ended: no effect)
 
+        headers = {SESSION_HEADER: sid} if sid else {}
         return EventSourceResponse(events(), headers=headers, sep="\n")

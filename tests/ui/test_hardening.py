@@ -169,7 +169,9 @@ def test_symlinks_in_the_image_folder_are_not_served(tmp_path: Path, serve_app: 
         def new_session(self) -> str:
             return "s1"
 
-        def reply(self, session_id: str | None, message: str) -> dict[str, Any]:
+        def reply(
+            self, session_id: str | None, message: str, *_: Any, **hooks: Any
+        ) -> dict[str, Any]:
             paths = [str(images / name) for name in ["real.png", "passwd.png", "alias.png"]]
             return {"session_id": "s1", "reply": "here", "images": paths}
 

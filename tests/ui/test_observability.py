@@ -29,7 +29,7 @@ class Agent:
     def new_session(self) -> str:
         return "s1"
 
-    def reply(self, session_id: str | None, message: str) -> dict[str, Any]:
+    def reply(self, session_id: str | None, message: str, *_: Any, **hooks: Any) -> dict[str, Any]:
         if message == "planner":
             raise PlannerError("the planner endpoint did not answer")
         if message == "slow":

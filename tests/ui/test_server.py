@@ -113,7 +113,7 @@ def test_agent_errors_do_not_crash_the_server(serve_app: Any) -> None:
         def new_session(self) -> str:
             return "s1"
 
-        def reply(self, session_id: str, message: str) -> Any:
+        def reply(self, session_id: str, message: str, *_: Any, **hooks: Any) -> Any:
             if message == "value":
                 raise BadInputError("prompt mentions nothing drawable")
             if message == "internal":
@@ -179,7 +179,9 @@ def test_generated_images_are_served_from_the_image_dir_only(
         def new_session(self) -> str:
             return "s1"
 
-        def reply(self, session_id: str | None, message: str) -> dict[str, Any]:
+        def reply(
+            self, session_id: str | None, message: str, *_: Any, **hooks: Any
+        ) -> dict[str, Any]:
             paths = [str(images / "abc-0.png"), str(tmp_path / "elsewhere.png")]
             return {"session_id": session_id or "s1", "reply": "here", "images": paths}
 
@@ -207,7 +209,9 @@ def test_slow_turns_run_in_parallel_and_health_stays_responsive(serve_app: Any) 
         def new_session(self) -> str:
             return "s"
 
-        def reply(self, session_id: str | None, message: str) -> dict[str, Any]:
+        def reply(
+            self, session_id: str | None, message: str, *_: Any, **hooks: Any
+        ) -> dict[str, Any]:
             with self.lock:
                 self.running += 1
                 self.peak = max(self.peak, self.running)
