@@ -2,7 +2,10 @@
 
 Used by `bench/bench_conversations.py` (pass rates per refinement type on a catalog) and by a fast
 test on the starter catalog. Every image turn is also checked for what must always hold: no
-adult-oriented card, at most one rendering medium in the prompt, at most one trigger-word group.
+adult-oriented card, at most one rendering medium in the prompt, at most one trigger-word group,
+and a valid composition (at most 3 LoRAs of the checkpoint's base, total weight at most 2, no
+character LoRA the user did not name). "{lora}" in a message names the previous turn's last
+composed LoRA ("drop the {lora} LoRA"); as an expected value it is that LoRA's version id.
 """
 
 from __future__ import annotations
@@ -16,11 +19,22 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from diffagent.agent.card_api import trigger_groups
-from diffagent.agent.card_evidence import conflicting_media, is_adult, style_score
+from diffagent.agent.card_evidence import (
+    conflicting_media,
+    is_adult,
+    is_character,
+    named_in,
+    style_score,
+)
 from diffagent.agent.understand_style import media_of
 from diffagent.api import T2IApi
 from diffagent.cards import ModelCard
 from diffagent.index.catalog import Catalog
+
+MAX_LORAS = 3
+"""LoRAs a composition may have (the default `Settings.composition.max_loras`)."""
+MAX_TOTAL_WEIGHT = 2.0
+"""Their total weight at most (the default `Settings.composition.max_total_weight`)."""
 
 
 class Turn(BaseModel):
@@ -83,12 +97,16 @@ def run_conversation(agent: ChatAgent, conversation: Conversation, catalog: Cata
     previous: Any = None
     outcomes = []
     alt: int | None = None  # fixed the first time a turn names it
+    lora: tuple[int, str] | None = None  # likewise
     said: list[str] = []
     for turn in conversation.turns:
         if alt is None and "{alt}" in turn.say:
             alt = previous.alternatives[0].version_id if previous and previous.alternatives else 0
-        message = turn.say.replace("{alt}", str(alt))
-        expect = {k: (alt if v == "{alt}" else v) for k, v in turn.expect.items()}
+        if lora is None and "{lora}" in turn.say:
+            lora = composed_lora(previous)
+        message = turn.say.replace("{alt}", str(alt)).replace("{lora}", lora[1] if lora else "")
+        values = {"{alt}": alt, "{lora}": lora[0] if lora else 0}
+        expect = {k: values.get(v, v) if isinstance(v, str) else v for k, v in turn.expect.items()}
         said.append(message)
         expect["_said"] = " | ".join(said)
         result = agent.reply(session, message)
@@ -105,6 +123,15 @@ def run_conversation(agent: ChatAgent, conversation: Conversation, catalog: Cata
         if result.api is not None:
             previous = result
     return ConversationOutcome(id=conversation.id, type=conversation.type, turns=outcomes)
+
+
+def composed_lora(previous: Any) -> tuple[int, str]:
+    """(version id, name) of the last LoRA composed for a concept in the previous turn.
+
+    What "drop the {lora} LoRA" names; (0, "none") when the previous turn composed none.
+    """
+    items = [item for item in getattr(previous, "composition", None) or [] if not item["own"]]
+    return (int(items[-1]["version_id"]), str(items[-1]["name"])) if items else (0, "none")
 
 
 def check_turn(result: Any, expect: dict[str, Any], previous: Any, catalog: Catalog) -> list[str]:
@@ -138,6 +165,40 @@ def check_turn(result: Any, expect: dict[str, Any], previous: Any, catalog: Cata
             failures.append(f"model changed from {previous.api.model!r}")
         if expect.get("changed") and same:
             failures.append(f"model kept ({api.model!r})")
+        failures += _check_composition_edit(result, expect, previous)
+    return failures
+
+
+def _style_weight(result: Any) -> float:
+    return sum(item["weight"] for item in result.composition if item["role"] == "style")
+
+
+def _check_composition_edit(result: Any, expect: dict[str, Any], previous: Any) -> list[str]:
+    """Checks of "fewer LoRAs", "drop the X LoRA" and "stronger style" against the last turn."""
+    failures = []
+    api, before = result.api, previous.api
+    same_checkpoint = (api.checkpoint, api.version_id) == (before.checkpoint, before.version_id)
+    if expect.get("fewer_loras"):
+        if len(api.loras) >= len(before.loras):
+            failures.append(f"{len(api.loras)} LoRAs, not fewer than {len(before.loras)}")
+        if not same_checkpoint:
+            failures.append("fewer LoRAs changed the model")
+    dropped = expect.get("dropped")
+    if dropped is not None:
+        if not dropped:
+            failures.append("the previous turn composed no LoRA to drop")
+        elif dropped in {lo.version_id for lo in api.loras}:
+            failures.append(f"LoRA {dropped} is still composed")
+        elif not same_checkpoint:
+            failures.append("dropping a composed LoRA changed the model")
+    if expect.get("style_up"):
+        if _style_weight(previous) <= 0:
+            failures.append("the previous turn had no style LoRA")
+        elif _style_weight(result) <= _style_weight(previous) and "weight cap" not in result.reply:
+            # A composition at the total weight cap may only say so.
+            failures.append(
+                f"style weight {_style_weight(result):g} not above {_style_weight(previous):g}"
+            )
     return failures
 
 
@@ -151,6 +212,7 @@ def _always(api: T2IApi, card: ModelCard, catalog: Catalog, said: str) -> list[s
         used = catalog.get(version_id or -1)
         if used is not None and is_adult(used):
             failures.append(f"adult-oriented card {used.display_name!r}")
+    failures += _composition_rules(api, catalog, said)
     media = media_of(api.prompt)
     if len(media) > 1:
         failures.append(f"prompt mixes media {media}")
@@ -163,6 +225,29 @@ def _always(api: T2IApi, card: ModelCard, catalog: Catalog, said: str) -> list[s
         used_groups = [g for g in used if not any(g != o and g.lower() in o.lower() for o in used)]
         if len(used_groups) > 1:
             failures.append(f"several trigger groups in the prompt: {used_groups}")
+    return failures
+
+
+def _composition_rules(api: T2IApi, catalog: Catalog, said: str) -> list[str]:
+    """At most 3 LoRAs, total weight capped, all of the checkpoint's base, no unasked character."""
+    failures = []
+    if len(api.loras) > MAX_LORAS:
+        failures.append(f"{len(api.loras)} LoRAs > {MAX_LORAS}")
+    total = sum(lo.weight for lo in api.loras if lo.weight > 0)
+    if total > MAX_TOTAL_WEIGHT + 1e-6:
+        failures.append(f"total LoRA weight {total:g} > {MAX_TOTAL_WEIGHT:g}")
+    checkpoint = catalog.get(api.checkpoint.version_id) if api.checkpoint else None
+    for lora in api.loras:
+        card = catalog.get(lora.version_id)
+        if card is None:
+            failures.append(f"LoRA {lora.version_id} is not in the catalog")
+            continue
+        if card.base_model != api.base_model or (
+            checkpoint is not None and checkpoint.base_model != card.base_model
+        ):
+            failures.append(f"LoRA {card.display_name!r} is {card.base_model}")
+        if is_character(card) and not named_in(card, said):
+            failures.append(f"character LoRA {card.display_name!r} nobody asked for")
     return failures
 
 
@@ -212,6 +297,8 @@ def _check_api(api: T2IApi, card: ModelCard, expect: dict[str, Any], catalog: Ca
         failures.append(f"{api.width}x{api.height} is not {aspect}")
     if "loras" in expect and len(api.loras) != expect["loras"]:
         failures.append(f"{len(api.loras)} LoRAs != {expect['loras']}")
+    if "min_loras" in expect and len(api.loras) < expect["min_loras"]:
+        failures.append(f"{len(api.loras)} LoRAs < {expect['min_loras']}")
     if "max_loras" in expect and len(api.loras) > expect["max_loras"]:
         failures.append(f"{len(api.loras)} LoRAs > {expect['max_loras']}")
     return failures

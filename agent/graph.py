@@ -1,4 +1,4 @@
-"""The agent graph (wiring only): understand, retrieve, plan, validate, generate, score, respond."""
+"""The agent graph (wiring only): understand, retrieve, plan, validate, compose, images, respond."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
-from diffagent.agent import nodes
+from diffagent.agent import critique, nodes
 from diffagent.agent.context import AgentContext
 from diffagent.agent.state import InputState, State
 
@@ -19,7 +19,9 @@ def build_graph(checkpointer: Any = None) -> Any:
     builder.add_node("plan", nodes.plan_node)
     builder.add_node("validate", nodes.validate_node)
     builder.add_node("generate", nodes.generate_node)
+    builder.add_node("compose", nodes.compose_node)
     builder.add_node("score", nodes.score_node)
+    builder.add_node("critique", critique.critique_node)
     builder.add_node("respond", nodes.respond_node)
     builder.add_edge(START, "understand")
     builder.add_conditional_edges(
@@ -27,9 +29,13 @@ def build_graph(checkpointer: Any = None) -> Any:
     )
     builder.add_edge("retrieve", "plan")
     builder.add_edge("plan", "validate")
-    builder.add_conditional_edges("validate", nodes.route_after_validate, ["generate", "respond"])
-    builder.add_conditional_edges("generate", nodes.route_after_generate, ["score", "respond"])
-    builder.add_edge("score", "respond")
+    builder.add_edge("validate", "compose")
+    builder.add_conditional_edges("compose", nodes.route_after_compose, ["generate", "respond"])
+    builder.add_conditional_edges(
+        "generate", nodes.route_after_generate, ["score", "critique", "respond"]
+    )
+    builder.add_edge("score", "critique")
+    builder.add_edge("critique", "respond")
     builder.add_edge("respond", END)
     return builder.compile(checkpointer=checkpointer, name="DiffAgent")
 

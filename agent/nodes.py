@@ -1,14 +1,13 @@
-"""Graph nodes: understand, retrieve, plan, validate, generate, score and respond."""
+"""Graph nodes: understand, retrieve, plan, validate, compose, generate, score and respond."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from diffagent.agent import planner
+from diffagent.agent.attempts import generate_images, score_images
 from diffagent.agent.card_api import card_api
 from diffagent.agent.card_evidence import (
     conflicting_media,
@@ -17,15 +16,14 @@ from diffagent.agent.card_evidence import (
     named_in,
     style_fit,
 )
+from diffagent.agent.compose import compose
 from diffagent.agent.context import AgentContext
 from diffagent.agent.respond import compose_reply, explain
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints, Understanding, understand
 from diffagent.agent.understand_style import MEDIA, find_styles
 from diffagent.agent.validate import Repair, validate_and_repair
-from diffagent.api import T2IApi
 from diffagent.cards import ModelCard
-from diffagent.paths import user_data_dir
 
 
 def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -56,7 +54,7 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
         "one_shot": state.request is not None,
         "intent": result.intent,
         "constraints": result.constraints.model_dump(mode="json"),
-        "replan": result.replan or state.last_api is None,
+        "replan": result.replan or result.explore or state.last_api is None,
         "changes": result.changes,
         "notes": result.notes,
         "candidates": [],
@@ -72,6 +70,8 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
         "hallucinated": False,
         "images": [],
         "scores": None,
+        "composition": [],
+        "explore": result.explore,
         "reply": "",
     }
 
@@ -353,55 +353,46 @@ def validate_plan(
     }
 
 
-def route_after_validate(state: State, runtime: Runtime[AgentContext]) -> str:
+def compose_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Compose the validated API with LoRAs, one per concept of the prompt (agent/compose.py).
+
+    One-shot requests (batch selection) are not composed: they measure the model choice.
+    """
+    if state.api is None or state.one_shot:
+        return {}
+    cons = Constraints.model_validate(state.constraints)
+    api, composition, notes = compose(runtime.context, cons, state.api)
+    update: dict[str, Any] = {"api": api, "last_api": api, "composition": composition}
+    if notes:
+        update["notes"] = [*state.notes, *notes]
+    return update
+
+
+def route_after_compose(state: State, runtime: Runtime[AgentContext]) -> str:
     """Generate only when a generator is configured and there is an API."""
     return "generate" if runtime.context.generator is not None and state.api else "respond"
 
 
 def generate_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Generate k images with the validated API; missing weights become a note, not a crash."""
-    ctx = runtime.context
-    assert ctx.generator is not None and state.api is not None
-    api = T2IApi.model_validate(state.api)
-    card = ctx.catalog.get(api.version_id or -1)
-    checkpoint = ctx.catalog.get(api.checkpoint.version_id) if api.checkpoint else card
-    loras = [c for lo in api.loras if (c := ctx.catalog.get(lo.version_id)) is not None]
-    if checkpoint is None:
-        return {"notes": [*state.notes, "No checkpoint to generate with."]}
-    seeds = ctx.seeds_for(api.seed)
-    try:
-        images = ctx.generator.generate(api, seeds, checkpoint, loras)
-    except (FileNotFoundError, ValueError) as error:
-        return {"notes": [*state.notes, f"No images: {error}"]}
-    out_dir = ctx.settings.paths.output_dir or user_data_dir() / "images"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = uuid.uuid4().hex[:12]
-    paths = []
-    for seed, image in zip(seeds, images, strict=False):
-        path = out_dir / f"{stem}-{seed}.png"
-        image.save(path)
-        paths.append(str(path))
+    assert state.api is not None
+    paths, error = generate_images(runtime.context, state.api)
+    if error is not None:
+        return {"notes": [*state.notes, error]}
     return {"images": paths}
 
 
 def route_after_generate(state: State, runtime: Runtime[AgentContext]) -> str:
-    """Score when a scorer is configured and images were made."""
-    return "score" if runtime.context.scorer is not None and state.images else "respond"
+    """Score when a scorer is configured; critique (record the attempt) when images were made."""
+    if not state.images:
+        return "respond"
+    return "score" if runtime.context.scorer is not None else "critique"
 
 
 def score_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Score this turn's images for the prompt."""
-    from PIL import Image  # noqa: PLC0415
-
-    ctx = runtime.context
-    assert ctx.scorer is not None and state.api is not None
-    images = [Image.open(path).convert("RGB") for path in state.images]
-    # The API is part of the cache key: the same prompt and seed under another API is another image.
-    api_key = json.dumps(state.api, sort_keys=True)
-    seeds = ctx.seeds_for(state.api.get("seed"))
-    report = ctx.scorer.score(state.api["prompt"], images, api_key=api_key, seeds=seeds)
-    scores = report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report)
-    return {"scores": scores}
+    assert state.api is not None
+    return {"scores": score_images(runtime.context, state.api, state.images)}
 
 
 def respond_node(state: State) -> dict[str, Any]:

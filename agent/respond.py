@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from diffagent.agent.attempts import attempts_table
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints
 from diffagent.agent.validate import UNKNOWN_PARAMETER
@@ -79,7 +80,9 @@ def compose_reply(state: State) -> str:
     lines.append(f"Parameters: {params}")
     if api.get("checkpoint"):
         lines.append(f"Runs on checkpoint: {api['checkpoint']['name']}")
-    if api.get("loras"):
+    if state.composition:
+        lines.append(f"Composition: {describe_composition(api, state.composition)}")
+    elif api.get("loras"):
         loras = ", ".join(f"{lo['name']} ({lo['weight']:g})" for lo in api["loras"])
         lines.append(f"LoRAs: {loras}")
     lines.append(f"Prompt: {_clip(api['prompt'])}")
@@ -95,7 +98,22 @@ def compose_reply(state: State) -> str:
         lines.append("Images: " + ", ".join(state.images))
     if state.scores and "unified" in state.scores:
         lines.append(f"Unified score: {state.scores['unified']:.3f}")
+    turn = sum(1 for message in state.messages if message["role"] == "user")
+    tried = [attempt for attempt in state.attempts if attempt.get("turn") == turn]
+    if len(tried) > 1:
+        lines.append("Tried:\n\n" + attempts_table(tried))
     return "\n\n".join([*notes, *lines])
+
+
+def describe_composition(api: dict[str, Any], composition: list[dict[str, Any]]) -> str:
+    """The checkpoint plus each LoRA with its weight and the concept it is for, in one line."""
+    checkpoint = api["checkpoint"]["name"] if api.get("checkpoint") else api["model"]
+    parts = [f"{checkpoint} (checkpoint)"]
+    for item in composition:
+        concept = "the chosen model" if item["own"] else f"'{_clip(item['concept'], 40)}'"
+        parts.append(f"{item['name']} at {item['weight']:g} for {concept} ({item['role']})")
+    total = sum(item["weight"] for item in composition)
+    return " + ".join(parts) + f"; total LoRA weight {total:g}"
 
 
 def _clip(text: str, limit: int = 300) -> str:

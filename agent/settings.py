@@ -86,6 +86,33 @@ class ServerSettings(BaseModel):
     )
 
 
+class CompositionSettings(BaseModel):
+    """How a checkpoint is composed with LoRAs, one per concept of the prompt (agent/compose.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_loras: int = Field(default=3, ge=0, le=8, description="LoRAs at most (0: no composition).")
+    max_weight: float = Field(default=1.2, gt=0, le=4, description="Weight of one LoRA at most.")
+    max_total_weight: float = Field(
+        default=2.0, gt=0, le=8, description="Sum of the LoRA weights at most (scaled down above)."
+    )
+
+
+class CritiqueSettings(BaseModel):
+    """Generate, critique, retry (agent/critique.py): when to try the next candidates, how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_score: float | None = Field(
+        default=None, ge=0, le=1, description="Unified score below which the next cards are tried."
+    )
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Cards tried per turn at most.")
+    time_budget_s: float = Field(
+        default=120.0, ge=0, description="Seconds the retries of one turn may take."
+    )
+    thumbnail_px: int = Field(default=128, ge=16, le=1024, description="Thumbnail side.")
+
+
 class Settings(BaseSettings):
     """How a DiffAgent is built and served; every field has a working default."""
 
@@ -115,6 +142,8 @@ class Settings(BaseSettings):
         default=None, description="Scorer weights; None = images are not scored."
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
+    composition: CompositionSettings = Field(default_factory=CompositionSettings)
+    critique: CritiqueSettings = Field(default_factory=CritiqueSettings)
     seeds: int = Field(default=1, ge=1, le=16, description="Images per turn (k seeds).")
     seed: int = Field(default=0, ge=0, description="First seed; the k seeds count up from it.")
     allow_nsfw: bool = Field(default=False, description="Serve NSFW requests instead of declining.")

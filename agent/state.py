@@ -65,5 +65,12 @@ class State(InputState):
     """Paths of the images generated this turn."""
     scores: dict[str, Any] | None = None
     """The score report of this turn's images."""
+    composition: list[dict[str, Any]] = field(default_factory=list)
+    """This turn's LoRAs: version_id, name, weight, the concept each is for, role, own."""
+    explore: bool = False
+    """Whether this turn tries several candidate models ('try a few models')."""
+    attempts: Annotated[list[dict[str, Any]], operator.add] = field(default_factory=list)
+    """Every generation attempt of the conversation (turn, card, parameters, scores, images);
+    a node returns only its new attempts."""
     reply: str = ""
     """The markdown answer of this turn."""

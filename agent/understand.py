@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from diffagent.agent.understand_compose import composition_edit
 from diffagent.agent.understand_style import MEDIA, drop_media, find_styles
 from diffagent.agent.understand_text import (
     ADD_RE,
@@ -72,6 +73,15 @@ class Constraints(BaseModel):
     allow_adult: bool = Field(
         default=False, description="Adult-oriented cards may be picked (NSFW allowed)."
     )
+    max_loras: int | None = Field(
+        default=None, ge=0, description="LoRAs composed at most ('fewer LoRAs'); None = settings."
+    )
+    drop_lora_ids: list[int] = Field(
+        default_factory=list, description="LoRAs the user dropped from the composition."
+    )
+    style_strength: float = Field(
+        default=1.0, gt=0, description="Factor on the style LoRAs' weights ('stronger style')."
+    )
 
     @property
     def query(self) -> str:
@@ -88,6 +98,9 @@ class Understanding(BaseModel):
     replan: bool = Field(description="Whether the model must be chosen again (else kept).")
     changes: list[str] = Field(default_factory=list, description="What this message changed.")
     notes: list[str] = Field(default_factory=list, description="Things to tell the user.")
+    explore: bool = Field(
+        default=False, description="Try several candidate models this turn ('try a few models')."
+    )
 
 
 def understand(
@@ -135,6 +148,16 @@ def understand(
             changes=[f"use version {picked}"],
             notes=notes,
         )
+    edit = composition_edit(text, merged, current_api) if has_prompt else None
+    if edit is not None:
+        return Understanding(
+            intent="image",
+            constraints=merged,
+            replan=edit.replan,
+            changes=edit.changes,
+            notes=[*notes, *edit.notes],
+            explore=edit.explore,
+        )
     settings_only = is_settings_only(text)
     refinement = has_prompt and (settings_only or looks_like_refinement(text))
     if not has_prompt and settings_only:
@@ -153,6 +176,7 @@ def understand(
         merged.exclude_version_ids = []
         merged.negative_prompt = ""
         merged.pin_version_id = None
+        merged.max_loras, merged.drop_lora_ids, merged.style_strength = None, [], 1.0
         replan = True
         changes.append("new prompt")
 

@@ -44,7 +44,10 @@ def test_card_params_are_clamped_into_range() -> None:
 def _agent(tmp_path: Path, mode: str, backend: ScriptedBackend | None) -> DiffAgent:
     write_cards([ODD, PLAIN, LORA], tmp_path / "cards.jsonl")
     index = FakeIndex(Catalog.load(tmp_path))
-    settings = settings_for(mode=mode, ephemeral=True, rank_prior=0.0)
+    # Parity of the planning modes; composition (the same in every mode) is tested on its own.
+    settings = settings_for(
+        mode=mode, ephemeral=True, rank_prior=0.0, **{"composition.max_loras": 0}
+    )
     return DiffAgent.create(settings, backend=backend, index=index)
 
 

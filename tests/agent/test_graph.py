@@ -241,7 +241,9 @@ def test_generate_and_score_when_tools_are_configured(tmp_path, index) -> None:
     assert turn.scores is not None and turn.scores["unified"] == 0.5
     _, seeds, checkpoint, loras = generator.calls[0]
     assert seeds == [1, 2] and checkpoint.type == "Checkpoint"  # the LoRA's base checkpoint
-    assert [card.version_id for card in loras] == [turn.api.version_id]
+    # The LoRA card itself first, then the LoRAs composed for the prompt's concepts.
+    assert [card.version_id for card in loras] == [lo.version_id for lo in turn.api.loras]
+    assert loras[0].version_id == turn.api.version_id
 
 
 def test_missing_weights_become_a_note(tmp_path, index) -> None:
