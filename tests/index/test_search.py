@@ -225,6 +225,10 @@ class CountingEmbedding(MiniLMEmbeddingFunction):
         self.texts += len(texts)
         return super().embed(texts, show_progress=show_progress)
 
+    def embed_queries(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
+        self.texts += len(texts)
+        return super().embed_queries(texts, show_progress=show_progress)
+
 
 @pytest.fixture(scope="module")
 def embedding() -> CountingEmbedding:
