@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffagent.ui.cli_finetune_eval import register_eval
+
 
 def register(commands: Any) -> None:
     """Add `finetune` and its actions (sft, rrhf) to the top-level parser."""
@@ -16,6 +18,7 @@ def register(commands: Any) -> None:
     actions = parser.add_subparsers(dest="finetune_command", required=True, metavar="ACTION")
     register_sft(actions)
     register_rrhf(actions)
+    register_eval(actions)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
