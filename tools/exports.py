@@ -93,7 +93,9 @@ def to_a1111_payload(api: T2IApi, files: dict[int, str] | None = None) -> dict[s
     sampler, scheduler = a1111_sampler(api.sampling_method)
     prompt = strip_extra_networks(api.prompt)  # LoRA tags come from api.loras, once
     for name, weight in lora_files(api, files):
-        prompt = f"{prompt} <lora:{_stem(name)}:{weight:g}>".strip()
+        # '<', '>' and ':' would end the tag early and let a file name add another LoRA.
+        stem = re.sub(r"[<>:]", "_", _stem(name))
+        prompt = f"{prompt} <lora:{stem}:{weight:g}>".strip()
     override: dict[str, Any] = {"sd_model_checkpoint": _stem(checkpoint_file(api, files))}
     if api.clip_skip is not None:
         override["CLIP_stop_at_last_layers"] = api.clip_skip

@@ -157,6 +157,19 @@ def _kohya_lora(kind: str, config_dir: Path, rank: int = 4) -> dict[str, torch.T
     return state
 
 
+def write_tiny_lora(kind: str, config_dir: Path, path: Path, seed: int) -> Path:
+    """Write one more random kohya-format LoRA for the tiny 'sd15' or 'sdxl' config (`seed`)."""
+    from safetensors.torch import save_file
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        save_file(_kohya_lora(kind, config_dir), str(path))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return path
+
+
 def make_tiny_weights(out_dir: Path) -> dict[str, Path]:
     """Write tiny random SD 1.5 and SDXL checkpoints, LoRAs and their configs into `out_dir`.
 
