@@ -188,6 +188,11 @@ def step_summary(node: str, update: dict[str, Any]) -> str:
         repairs = len(update.get("repairs") or [])
         flag = " (the planner's model was not in the catalog)" if update.get("hallucinated") else ""
         return f"{repairs} repair(s){flag}"
+    if node == "compose":
+        loras = update.get("composition") or []
+        return f"{len(loras)} LoRA(s) composed" if loras else "no LoRA composed"
+    if node == "critique":
+        return f"{len(update.get('attempts') or [])} attempt(s) recorded"
     if node == "generate":
         return f"{len(update.get('images') or [])} image(s)"
     if node == "score":
