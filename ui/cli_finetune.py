@@ -39,6 +39,11 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-steps", type=int, default=None, help="Checkpoint every N steps.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=None, help="Wall-time cap.")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (AVX512-BF16).")
+    parser.add_argument(
+        "--index-dir", type=Path, default=None, help="Ranked index (the candidate source)."
+    )
     parser.add_argument(
         "--no-resume", action="store_true", help="Start over instead of resuming from OUT."
     )
@@ -71,9 +76,6 @@ def register_rrhf(actions: Any) -> None:
     )
     rrhf.add_argument("--ranker-k", type=int, default=6, help="Ranker candidates per prompt.")
     rrhf.add_argument("--seeds", type=int, default=2, help="k images per response (unified).")
-    rrhf.add_argument(
-        "--index-dir", type=Path, default=None, help="Ranked index (candidate source)."
-    )
     rrhf.add_argument(
         "--groups", type=Path, default=None, help="Reuse a groups.jsonl instead of building one."
     )

@@ -1,0 +1,103 @@
+"""SFT data in the planner's run-time formats, and a 3-step smoke run of the SFT trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffagent.agent import prompts
+from diffagent.agent.card_api import recommended_size
+from diffagent.agent.llm_embedded import EmbeddedBackend
+from diffagent.finetune.data import (
+    check_groups,
+    generate_answer,
+    read_pairs,
+    sft_examples,
+    with_truth,
+)
+from diffagent.finetune.sft import SFTRunConfig, build_sft_trainer, last_checkpoint, run_sft
+
+
+def test_test_split_is_never_read_for_training(catalog_dir) -> None:
+    assert len(read_pairs(catalog_dir, "train")) == 6
+    with pytest.raises(ValueError, match="not 'test'"):
+        read_pairs(catalog_dir, "test")
+
+
+def test_rank_rows_are_the_run_time_prefix_and_answer_line(catalog_dir, catalog) -> None:
+    pairs = read_pairs(catalog_dir, "train")
+    rows = list(sft_examples(catalog, pairs, ("rank",)))
+    assert len(rows) == len(pairs)
+    for pair, row in zip(pairs, rows, strict=True):
+        card = catalog.get(pair.version_id)
+        assert row["prompt"] == prompts.rank_messages(pair.prompt, pair.negative_prompt)
+        answer = prompts.render_rank_candidate(card, *recommended_size(card))
+        assert row["completion"] == [{"role": "assistant", "content": answer}]
+
+
+def test_generate_rows_hold_the_truth_and_a_schema_answer(catalog_dir, catalog) -> None:
+    pairs = read_pairs(catalog_dir, "train")
+    rows = list(sft_examples(catalog, pairs, ("generate",)))
+    schema = prompts.generate_json_schema()
+    for pair, row in zip(pairs, rows, strict=True):
+        answer = json.loads(row["completion"][0]["content"])
+        assert set(schema["required"]) <= set(answer)
+        assert answer["version_id"] == pair.version_id
+        assert (answer["width"], answer["sampling_steps"]) == (512, 24)  # the pair's own params
+        assert f'"version_id": {pair.version_id}' in row["prompt"][0]["content"]  # among cards
+    # The generate primer of the embedded planner continues this answer exactly.
+    assert generate_answer(catalog.get(1001)).startswith('{"model":')
+
+
+def test_truth_is_put_into_candidate_lists_and_groups_are_checked(catalog) -> None:
+    cards = [catalog.get(v) for v in (1101, 1201, 1301)]
+    assert [c.version_id for c in with_truth(cards, catalog.get(1001), 2)] == [1101, 1001]
+    with pytest.raises(ValueError, match="same number"):
+        check_groups(
+            [{"responses": ["a", "b"], "scores": [0, 1]}, {"responses": ["a"], "scores": [1]}]
+        )
+
+
+def _lora(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
+    catalog_dir, tiny_planner, tmp_path: Path
+) -> None:
+    config = SFTRunConfig(
+        catalog=catalog_dir,
+        out=tmp_path / "adapter",
+        model_dir=tiny_planner,
+        format="both",
+        max_steps=3,
+        batch_size=2,
+        save_steps=3,
+        lr=1e-2,
+        max_val=2,
+        threads=1,
+    )
+    trainer = build_sft_trainer(config)
+    before = _lora(trainer.model)
+    assert before
+    result = trainer.train()
+    after = _lora(trainer.model)
+    assert math.isfinite(result.training_loss)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert last_checkpoint(config.out / "checkpoints").name == "checkpoint-3"
+    # A run with a higher step budget resumes from that checkpoint, saves and logs.
+    report = run_sft(config.model_copy(update={"max_steps": 4}))
+    assert report["resumed_from"].endswith("checkpoint-3") and report["steps"] == 4
+    log = json.loads((config.out / "training_log.json").read_text())
+    assert any("eval_loss" in row for row in log["history"])
+    # The embedded planner loads the adapter and scores with it.
+    plain = EmbeddedBackend(tiny_planner, dtype="float32")
+    tuned = EmbeddedBackend(tiny_planner, adapter_path=config.out, dtype="float32")
+    messages = prompts.rank_messages("a castle, oil painting", "")
+    assert plain.score_continuations(messages, ["PaintDream"]) != tuned.score_continuations(
+        messages, ["PaintDream"]
+    )
