@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from diffagent.agent.understand_style import MEDIA, STYLE_EVIDENCE
+from diffagent.agent.understand_style import MEDIA, STYLE_EVIDENCE, STYLES
 from diffagent.cards import ModelCard
 
 ADULT_STRONG = frozenset(
@@ -84,6 +84,7 @@ CHARACTER_TAGS = frozenset(
     }
 )
 """Tags of LoRAs that draw one character or person (kept out unless the prompt names them)."""
+_STYLE_WORDS = frozenset(word for term in STYLES for word in term.split())
 STYLE_TAGS = frozenset({"style", "styles", "art style", "artstyle", "style lora", "style art"})
 """Tags of style LoRAs: a style LoRA tagged 'character' is still a style."""
 
@@ -178,12 +179,15 @@ def is_character(card: ModelCard) -> bool:
 
 
 def named_in(card: ModelCard, text: str) -> bool:
-    """Whether `text` names the card: a word of its name, or a distinctive trigger ("ai_mie")."""
+    """Whether `text` names the card: two words of its name, or a distinctive trigger ("ai_mie").
+
+    Style words ("cyberpunk") and a single word ("moon" of "Sailor Mercury / Sailor Moon") do
+    not name a character.
+    """
     lower = text.lower()
     words = set(re.findall(r"[a-z0-9]+", lower))
-    if any(
-        len(word) >= 4 and word in words for word in re.findall(r"[a-z0-9]+", card.name.lower())
-    ):
+    name_words = {w for w in re.findall(r"[a-z0-9]+", card.name.lower()) if len(w) >= 4}
+    if len((name_words - _STYLE_WORDS) & words) >= min(2, len(name_words - _STYLE_WORDS) or 1):
         return True
     for trigger in (t.strip().lower() for t in card.trigger_words):
         distinctive = bool(re.search(r"[\d_]", trigger)) or len(trigger.split()) >= 2

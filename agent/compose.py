@@ -182,7 +182,9 @@ def _concept_loras(
 ) -> list[dict[str, Any]]:
     """Up to `room` LoRAs of the card's base model, the first fitting one per concept."""
     styles = find_styles(cons.query)
+    # The chosen model and dropped LoRAs are left out whole, not only the version.
     taken: set[Any] = {(card.model_id, card.name)}
+    taken |= {(c.model_id, c.name) for v in cons.drop_lora_ids if (c := ctx.catalog.get(v))}
     items: list[dict[str, Any]] = []
     for text, role in concepts(cons):
         if len(items) >= room:

@@ -165,7 +165,7 @@ def check_turn(result: Any, expect: dict[str, Any], previous: Any, catalog: Cata
             failures.append(f"model changed from {previous.api.model!r}")
         if expect.get("changed") and same:
             failures.append(f"model kept ({api.model!r})")
-        failures += _check_composition_edit(result, expect, previous)
+        failures += _check_composition_edit(result, expect, previous, catalog)
     return failures
 
 
@@ -173,7 +173,14 @@ def _style_weight(result: Any) -> float:
     return sum(item["weight"] for item in result.composition if item["role"] == "style")
 
 
-def _check_composition_edit(result: Any, expect: dict[str, Any], previous: Any) -> list[str]:
+def _model_of(catalog: Catalog, version_id: int) -> tuple[int, str] | int:
+    card = catalog.get(version_id)
+    return (card.model_id, card.name) if card is not None else version_id
+
+
+def _check_composition_edit(
+    result: Any, expect: dict[str, Any], previous: Any, catalog: Catalog
+) -> list[str]:
     """Checks of "fewer LoRAs", "drop the X LoRA" and "stronger style" against the last turn."""
     failures = []
     api, before = result.api, previous.api
@@ -187,8 +194,8 @@ def _check_composition_edit(result: Any, expect: dict[str, Any], previous: Any) 
     if dropped is not None:
         if not dropped:
             failures.append("the previous turn composed no LoRA to drop")
-        elif dropped in {lo.version_id for lo in api.loras}:
-            failures.append(f"LoRA {dropped} is still composed")
+        elif _model_of(catalog, dropped) in {_model_of(catalog, lo.version_id) for lo in api.loras}:
+            failures.append(f"LoRA {dropped} (or another version of it) is still composed")
         elif not same_checkpoint:
             failures.append("dropping a composed LoRA changed the model")
     if expect.get("style_up"):
