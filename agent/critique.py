@@ -22,6 +22,7 @@ from diffagent.agent.nodes import retrieve, validate_plan
 from diffagent.agent.respond import explain
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints
+from diffagent.cards import ModelCard
 
 __all__ = ["critique_node", "monotonic", "try_card"]
 
@@ -31,6 +32,13 @@ def critique_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
     ctx = runtime.context
     settings = ctx.settings.critique
     assert state.api is not None
+    if not state.images:  # "try a few models" where no images can be made
+        names = ", ".join(card.name for card in _next_cards(ctx, state)[:3]) or "none"
+        note = (
+            "Trying models needs images: configure a model store "
+            f"(DIFFAGENT_GENERATION__MODEL_STORE). The next candidates are: {names}."
+        )
+        return {"notes": [*state.notes, note]}
     turn = sum(1 for message in state.messages if message["role"] == "user")
     attempts = [attempt_record(turn, state.api, state.images, state.scores, None)]
     attempts[0] |= {"composition": state.composition, "scores": state.scores}
@@ -45,11 +53,7 @@ def critique_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
         notes.append("Comparing models needs images and scores (a model store and scorer weights).")
         return {"attempts": attempts, "notes": notes}
     cons = Constraints.model_validate(state.constraints)
-    queue = [v for v in state.ranking or state.candidates if v != state.api["version_id"]]
-    if not queue:
-        queue = [
-            c.version_id for c in retrieve(ctx, cons) if c.version_id != state.api["version_id"]
-        ]
+    queue = [card.version_id for card in _next_cards(ctx, state)]
     start, spent = monotonic(), list[float]()
     for version_id in queue:
         if len(attempts) >= settings.max_attempts:
@@ -89,6 +93,17 @@ def critique_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
         if card is not None:
             update["why"] = explain(card, cons, "it scored best of the models I tried")
     return update
+
+
+def _next_cards(ctx: AgentContext, state: State) -> list[ModelCard]:
+    """The cards ranked after this turn's, best first (retrieved again on a kept turn)."""
+    assert state.api is not None
+    chosen = state.api["version_id"]
+    ranked = [v for v in state.ranking or state.candidates if v != chosen]
+    if ranked:
+        return [card for v in ranked if (card := ctx.catalog.get(v)) is not None]
+    cons = Constraints.model_validate(state.constraints)
+    return [card for card in retrieve(ctx, cons) if card.version_id != chosen]
 
 
 def try_card(ctx: AgentContext, cons: Constraints, version_id: int, turn: int) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def build_graph(checkpointer: Any = None) -> Any:
     builder.add_edge("retrieve", "plan")
     builder.add_edge("plan", "validate")
     builder.add_edge("validate", "compose")
-    builder.add_conditional_edges("compose", nodes.route_after_compose, ["generate", "respond"])
+    builder.add_conditional_edges(
+        "compose", nodes.route_after_compose, ["generate", "critique", "respond"]
+    )
     builder.add_conditional_edges(
         "generate", nodes.route_after_generate, ["score", "critique", "respond"]
     )

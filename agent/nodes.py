@@ -369,8 +369,12 @@ def compose_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]
 
 
 def route_after_compose(state: State, runtime: Runtime[AgentContext]) -> str:
-    """Generate only when a generator is configured and there is an API."""
-    return "generate" if runtime.context.generator is not None and state.api else "respond"
+    """Generate when a generator is configured; "try a few models" without one: critique says so."""
+    if state.api is None:
+        return "respond"
+    if runtime.context.generator is not None:
+        return "generate"
+    return "critique" if state.explore else "respond"
 
 
 def generate_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:

@@ -199,3 +199,12 @@ def test_two_loras_with_hostile_file_names_stay_data_in_every_export() -> None:
     )
     nodes = json.loads(export_text(api, "comfyui", files))
     assert sum(node["class_type"] == "LoraLoader" for node in nodes.values()) == 2
+
+
+def test_try_a_few_models_without_a_model_store_names_the_next_candidates(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    session = agent.new_session()
+    agent.reply(session, "a castle with a dragon, watercolor")
+    turn = agent.reply(session, "try a few models")
+    assert turn.api is not None and turn.attempts == []
+    assert "Trying models needs images" in turn.reply and "next candidates are: " in turn.reply
