@@ -119,10 +119,13 @@ class DiffAgent:
         if index is None:
             from diffagent.index.search import CatalogIndex  # noqa: PLC0415
 
+            chroma_url = cfg.index.chroma_url
             if cfg.index.catalog_dir is None:
-                index = CatalogIndex.open_starter()
+                index = CatalogIndex.open_starter(chroma_url=chroma_url)
             else:
-                index = CatalogIndex.open(cfg.index.catalog_dir, cfg.index.index_dir)
+                index = CatalogIndex.open(
+                    cfg.index.catalog_dir, cfg.index.index_dir, chroma_url=chroma_url
+                )
         if backend is None and cfg.planner.mode != "retrieval":
             from diffagent.agent.planner import make_backend  # noqa: PLC0415
 

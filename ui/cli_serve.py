@@ -32,6 +32,12 @@ def register(commands: Any) -> None:
         "--db", type=Path, default=None, help="Conversation SQLite file (default: user data dir)."
     )
     parser.add_argument(
+        "--database-url",
+        default=None,
+        help="postgresql://USER@HOST:PORT/DB: conversations on PostgreSQL instead of SQLite "
+        "(default: $DIFFAGENT_DATABASE_URL).",
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=None,
@@ -76,6 +82,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
         args,
         **{
             "paths.database": args.db,
+            "database_url": args.database_url,
             "server.host": args.host,
             "server.port": args.port,
             "server.token": args.token or None,

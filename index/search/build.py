@@ -104,7 +104,8 @@ def _build(
     if manifest.format != INDEX_FORMAT:
         manifest = IndexManifest()
     report = BuildReport(cards=len(docs.cards))
-    if manifest.dense_digest != docs.dense_digest:
+    # A fresh Chroma server (or a wiped collection) is filled even when the manifest is current.
+    if manifest.dense_digest != docs.dense_digest or dense.count() != len(docs.cards):
         report.embedded, report.removed = dense.sync(
             docs.cards, docs.dense, docs.dense_hashes, show_progress=show_progress
         )

@@ -49,13 +49,16 @@ class CatalogIndex:
         embedding_function: MiniLMEmbeddingFunction,
         *,
         exclude_split: str | None = None,
+        chroma_url: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.index_dir = Path(index_dir)
         self.exclude_split = exclude_split
         self.ranked: RankedSearch | None = None
         self.embedding_function = embedding_function
-        self.dense = DenseChannel(self.index_dir / CHROMA_DIR, embedding_function)
+        self.dense = DenseChannel(
+            self.index_dir / CHROMA_DIR, embedding_function, server_url=chroma_url
+        )
         self.weights = FusionWeights()
         self._generator: CandidateGenerator | None = None
         self._names = NameSearch(catalog, self.dense)
@@ -73,11 +76,13 @@ class CatalogIndex:
         build: bool = True,
         embedding_function: MiniLMEmbeddingFunction | None = None,
         exclude_split: str | None = None,
+        chroma_url: str | None = None,
     ) -> CatalogIndex:
         """Open the index of a catalog directory, building it (incrementally) when outdated.
 
         `exclude_split` makes an evaluation index: its prompt evidence leaves that split's
         images out (an index folder of its own, e.g. `CATALOG/index-eval-test`).
+        `chroma_url` keeps the dense channel on a Chroma server instead of the index folder.
         """
         catalog = Catalog.load(Path(catalog_dir))
         return cls.from_catalog(
@@ -86,12 +91,13 @@ class CatalogIndex:
             build=build,
             embedding_function=embedding_function,
             exclude_split=exclude_split,
+            chroma_url=chroma_url,
         )
 
     @classmethod
-    def open_starter(cls) -> CatalogIndex:
+    def open_starter(cls, *, chroma_url: str | None = None) -> CatalogIndex:
         """The index of the starter catalog shipped in the package (built on first use)."""
-        return cls.open(starter_catalog_dir())
+        return cls.open(starter_catalog_dir(), chroma_url=chroma_url)
 
     @classmethod
     def from_catalog(
@@ -102,6 +108,7 @@ class CatalogIndex:
         build: bool = True,
         embedding_function: MiniLMEmbeddingFunction | None = None,
         exclude_split: str | None = None,
+        chroma_url: str | None = None,
     ) -> CatalogIndex:
         """Open the index of an already loaded catalog (see `open`)."""
         folder = Path(index_dir) if index_dir else default_index_dir(catalog.directory)
@@ -115,6 +122,7 @@ class CatalogIndex:
             folder,
             embedding_function or MiniLMEmbeddingFunction(),
             exclude_split=exclude_split,
+            chroma_url=chroma_url,
         )
         if build:
             index.build()

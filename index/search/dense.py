@@ -1,10 +1,16 @@
-"""The dense channel: card embeddings in a local Chroma collection (sync, filtered query, close)."""
+"""The dense channel: card embeddings in a Chroma collection (sync, filtered query, close).
+
+The collection lives in a local `PersistentClient` folder, or on a Chroma server (`chroma run`,
+reached with `HttpClient`) when a server URL is given; the code path is the same.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from tqdm import tqdm
@@ -31,27 +37,63 @@ def chroma_where(base_model: str | None, model_type: str | None) -> dict[str, An
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-class DenseChannel:
-    """One Chroma `PersistentClient` and its card collection, opened on first use."""
+def server_collection_name(directory: Path) -> str:
+    """The collection name of an index folder on a shared Chroma server.
 
-    def __init__(self, directory: Path, embedding_function: MiniLMEmbeddingFunction) -> None:
+    Made of the index folder's and its parent's names (e.g. `cards-catalog-full-index`), so
+    workers with the same catalog layout share one collection and different catalogs do not.
+    """
+    path = Path(directory)
+    parts = [path.parent.parent.name, path.parent.name] if path.name == "chroma" else [path.name]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(p for p in parts if p)).strip("-._")
+    return f"{COLLECTION}-{slug}"[:63].rstrip("-._") if slug else COLLECTION
+
+
+class DenseChannel:
+    """One Chroma client and its card collection, opened on first use.
+
+    `server_url` (e.g. http://127.0.0.1:8010) puts the collection on a Chroma server (named by
+    `server_collection_name(directory)`); without it, a `PersistentClient` in `directory`.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        embedding_function: MiniLMEmbeddingFunction,
+        *,
+        server_url: str | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.embedding_function = embedding_function
+        self.server_url = server_url
         self._client: Any = None
         self._collection: Any = None
+
+    def _open_client(self) -> tuple[Any, str]:
+        """A Chroma client and the collection name to use with it."""
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        if self.server_url is None:
+            client = chromadb.PersistentClient(path=str(self.directory), settings=settings)
+            return client, COLLECTION
+        url = urlsplit(self.server_url)
+        client = chromadb.HttpClient(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or (443 if url.scheme == "https" else 8000),
+            ssl=url.scheme == "https",
+            settings=settings,
+        )
+        return client, server_collection_name(self.directory)
 
     @property
     def collection(self) -> Any:
         """The Chroma collection (client and collection are created on first access)."""
         if self._collection is None:
-            import chromadb
-            from chromadb.config import Settings
-
-            self._client = chromadb.PersistentClient(
-                path=str(self.directory), settings=Settings(anonymized_telemetry=False)
-            )
+            self._client, name = self._open_client()
             self._collection = self._client.get_or_create_collection(
-                COLLECTION,
+                name,
                 embedding_function=self.embedding_function,  # never Chroma's downloading default
                 configuration={"hnsw": {"space": "cosine"}},
             )
@@ -70,6 +112,10 @@ class DenseChannel:
             close()
         self._client = None
         self._collection = None
+
+    def count(self) -> int:
+        """How many cards the collection holds."""
+        return int(self.collection.count())
 
     def sync(
         self,

@@ -71,6 +71,14 @@ def create_stub_app(delay_s: float = 0.3, interval_s: float = 0.0, n_pieces: int
     def completion_id() -> str:
         return f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
+    @app.get("/stats")
+    async def served() -> dict[str, Any]:
+        return {
+            "requests": stats.requests,
+            "finished": len(stats.finished),
+            "cancelled": stats.cancelled,
+        }
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "stub"}]}
