@@ -101,22 +101,25 @@ def _allowed(
 def cap_weights(items: list[dict[str, Any]], cap: float) -> list[dict[str, Any]]:
     """Scale weights so their sum is at most `cap`: other LoRAs first, then the style ones.
 
-    A composed LoRA scaled below 0.1 is left out; the chosen model's own LoRA always stays.
+    The chosen model's own LoRA counts with the style ones and always stays; a composed LoRA
+    scaled below 0.1 is left out.
     """
-    total = sum(item["weight"] for item in items if item["weight"] > 0)
+
+    def first(item: dict[str, Any]) -> bool:
+        return bool(item["role"] == "style" or item["own"])
+
+    positive = [item for item in items if item["weight"] > 0]
+    total = sum(item["weight"] for item in positive)
     if total <= cap + 1e-9:
         return items
-    style = sum(item["weight"] for item in items if item["role"] == "style" and item["weight"] > 0)
-    other = total - style
-    for item in items:
-        if item["weight"] <= 0:
-            continue
-        if style >= cap:
-            factor = cap / style if item["role"] == "style" else 0.0
+    kept = sum(item["weight"] for item in positive if first(item))
+    for item in positive:
+        if kept >= cap:
+            factor = cap / kept if first(item) else 0.0
         else:
-            factor = 1.0 if item["role"] == "style" else (cap - style) / other
+            factor = 1.0 if first(item) else (cap - kept) / (total - kept)
         # Rounded down, so the rounded total stays within the cap.
-        item["weight"] = max(0.0, int(item["weight"] * factor * 100) / 100)
+        item["weight"] = int(item["weight"] * factor * 100) / 100
     return [item for item in items if item["own"] or item["weight"] >= 0.1]
 
 

@@ -102,6 +102,8 @@ def test_cap_scales_other_loras_first_and_leaves_out_tiny_ones() -> None:
         1.0,
     ]
     assert cap_weights(items(("style", 1.95), ("content", 1.0)), 2.0) == items(("style", 1.95))
+    own = [{"role": "model", "weight": 1.2, "own": True}, *items(("style", 1.2), ("content", 0.5))]
+    assert [i["weight"] for i in cap_weights(own, 2.0)] == [1.0, 1.0]  # the model's LoRA stays
 
 
 CURRENT = {
