@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -127,6 +128,7 @@ class EmbeddedBackend:
         max_new_tokens: int = 256,
         dtype: str = "auto",
         max_user_tokens: int = MAX_USER_TOKENS,
+        grammar: bool = True,
     ) -> None:
         if adapter_path is not None and not Path(adapter_path).is_dir():
             raise FileNotFoundError(f"PEFT adapter folder not found: {adapter_path}")
@@ -138,6 +140,10 @@ class EmbeddedBackend:
         self.max_new_tokens = max_new_tokens
         self.max_user_tokens = max_user_tokens
         self.dtype = resolve_dtype(dtype)
+        # JSON-schema constrained decoding with xgrammar where it is installed.
+        self.grammar = grammar and importlib.util.find_spec("xgrammar") is not None
+        self._grammar_compiler: Any = None
+        self._grammars: dict[str, Any] = {}
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -219,13 +225,16 @@ class EmbeddedBackend:
     ) -> str:
         """Generate the assistant reply (greedy at temperature 0).
 
-        With a schema the reply is primed with `{"<first required key>":` and stops once the
-        JSON object closes; the schema itself is not enforced here (validation and repair
-        handle a wrong answer).
+        With a schema and xgrammar installed, decoding is constrained to the schema's required
+        keys (a JSON grammar over the tokenizer: keys, types, enums and ranges; the optional
+        long `model_description` is left out, validation fills it from the card). Without
+        xgrammar the reply is primed with `{"<first required key>":`. Either way it stops once
+        the JSON object closes; validation and repair handle a wrong answer.
         """
         self.load()
         prompt = self.prompt_ids(messages)
-        primer = _json_primer(json_schema) if json_schema is not None else ""
+        grammar = self._grammar_processor(json_schema) if json_schema is not None else None
+        primer = _json_primer(json_schema) if json_schema is not None and grammar is None else ""
         if primer:
             prompt = prompt + self.continuation_ids(primer)
         input_ids = torch.tensor([prompt])
@@ -235,7 +244,9 @@ class EmbeddedBackend:
             kwargs["temperature"] = self.temperature
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if primer:
+        if grammar is not None:
+            kwargs["logits_processor"] = [grammar]
+        if json_schema is not None:
             kwargs["stopping_criteria"] = [_JsonClosed(self._tokenizer, len(prompt), primer)]
         with self._lock, torch.inference_mode():
             out = self._model.generate(
@@ -247,6 +258,27 @@ class EmbeddedBackend:
             )
         text = self._tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
         return primer + str(text)
+
+    def _grammar_processor(self, schema: dict[str, Any]) -> Any:
+        """A fresh xgrammar logits processor for the schema's required keys, or None."""
+        if not self.grammar:
+            return None
+        import xgrammar as xgr
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        required = required_only(schema)
+        key = json.dumps(required, sort_keys=True)
+        with self._lock:
+            if key not in self._grammars:
+                if self._grammar_compiler is None:
+                    info = xgr.TokenizerInfo.from_huggingface(
+                        self._tokenizer, vocab_size=int(self._model.config.vocab_size)
+                    )
+                    self._grammar_compiler = xgr.GrammarCompiler(info, max_threads=1)
+                self._grammars[key] = self._grammar_compiler.compile_json_schema(
+                    required, any_whitespace=False
+                )
+            return LogitsProcessor(self._grammars[key])
 
     # -- scoring -------------------------------------------------------------------------------
     def score_continuations(
@@ -343,6 +375,17 @@ class EmbeddedBackend:
             total += (picked * mask[:, 1:]).sum(dim=1)
         lengths = mask.sum(dim=1)
         return (total / lengths).tolist()
+
+
+def required_only(schema: dict[str, Any]) -> dict[str, Any]:
+    """The object schema without its optional properties (shorter replies, none cut off)."""
+    required = list(schema.get("required") or [])
+    properties = schema.get("properties") or {}
+    return {
+        **schema,
+        "properties": {name: properties[name] for name in required if name in properties},
+        "required": required,
+    }
 
 
 def _json_primer(schema: dict[str, Any]) -> str:

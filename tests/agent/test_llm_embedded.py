@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,18 @@ def test_peft_adapter_is_applied(backend: EmbeddedBackend, tmp_path: Path) -> No
 def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="adapter"):
         EmbeddedBackend(adapter_path=tmp_path / "nope")
+
+
+def test_json_schema_is_enforced_by_the_grammar(backend: EmbeddedBackend) -> None:
+    from diffagent.agent.prompts import generate_messages
+    from diffagent.samplers import CANONICAL_SAMPLERS
+    from tests.fakes import make_card
+
+    assert backend.grammar  # xgrammar is a dependency
+    schema = generate_json_schema()
+    messages = generate_messages("a red fox in the snow", "", [make_card(7, "Fox Mix")])
+    reply = json.loads(backend.complete(messages, json_schema=schema, max_new_tokens=128))
+    assert list(reply) == schema["required"]  # required keys only, in order
+    assert reply["type"] in ("Checkpoint", "LORA") and reply["base_model"] in ("SD 1.5", "SDXL 1.0")
+    assert reply["sampling_method"] in CANONICAL_SAMPLERS
+    assert 1 <= reply["sampling_steps"] <= 150 and 1 <= reply["cfg_scale"] <= 30
