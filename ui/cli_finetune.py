@@ -47,6 +47,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-resume", action="store_true", help="Start over instead of resuming from OUT."
     )
+    parser.add_argument("--plot", type=Path, default=None, help="Write the loss curve PNG here.")
 
 
 def register_sft(actions: Any) -> None:
@@ -88,6 +89,7 @@ def _sft(args: argparse.Namespace) -> int:
 
     config = SFTRunConfig.from_args(vars(args))
     report = run_sft(config)
+    _plot(args.plot, config.out, "SFT")
     print(json.dumps(report))
     return 0
 
@@ -97,5 +99,13 @@ def _rrhf(args: argparse.Namespace) -> int:
 
     config = RRHFRunConfig.from_args(vars(args))
     report = run_rrhf(config)
+    _plot(args.plot, config.out, "RRHF")
     print(json.dumps(report))
     return 0
+
+
+def _plot(png: Path | None, out: Path, label: str) -> None:
+    if png is not None:
+        from diffagent.finetune.sft import LOG_FILE, plot_curve
+
+        plot_curve([out / LOG_FILE], png, [f"{label}: {out.name}"])

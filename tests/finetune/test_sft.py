@@ -19,7 +19,8 @@ from diffagent.finetune.data import (
     sft_examples,
     with_truth,
 )
-from diffagent.finetune.sft import SFTRunConfig, build_sft_trainer, last_checkpoint, run_sft
+from diffagent.finetune.sft import SFTRunConfig, build_sft_trainer, last_checkpoint
+from diffagent.ui.cli import main
 
 
 def test_test_split_is_never_read_for_training(catalog_dir) -> None:
@@ -67,7 +68,7 @@ def _lora(model) -> dict[str, torch.Tensor]:
 
 
 def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
-    catalog_dir, tiny_planner, tmp_path: Path
+    catalog_dir, tiny_planner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = SFTRunConfig(
         catalog=catalog_dir,
@@ -89,9 +90,14 @@ def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
     assert math.isfinite(result.training_loss)
     assert any(not torch.equal(before[n], after[n]) for n in before)
     assert last_checkpoint(config.out / "checkpoints").name == "checkpoint-3"
-    # A run with a higher step budget resumes from that checkpoint, saves and logs.
-    report = run_sft(config.model_copy(update={"max_steps": 4}))
+    # The command with a higher step budget resumes from that checkpoint, saves and plots.
+    args = ["finetune", "sft", "--catalog", str(catalog_dir), "--out", str(config.out)]
+    args += ["--model-dir", str(tiny_planner), "--format", "both", "--max-steps", "4"]
+    args += ["--batch-size", "2", "--save-steps", "3", "--lr", "1e-2", "--max-val", "2"]
+    assert main([*args, "--threads", "1", "--plot", str(tmp_path / "curve.png")]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["resumed_from"].endswith("checkpoint-3") and report["steps"] == 4
+    assert (tmp_path / "curve.png").stat().st_size > 1000
     log = json.loads((config.out / "training_log.json").read_text())
     assert any("eval_loss" in row for row in log["history"])
     # The embedded planner loads the adapter and scores with it.
