@@ -264,7 +264,7 @@ class DiffAgent:
                 inputs,
                 config,
                 context=self.context,
-                stream_mode=["tasks", "values"],
+                stream_mode=["tasks", "values"] if on_step is not None else ["values"],
                 durability="exit",
             ):
                 check_cancelled(cancel)
