@@ -53,20 +53,27 @@ class CompositionEdit:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+    return re.findall(r"[^\W_]+", text.lower())  # letters and digits of any script
 
 
-def named_lora(name: str, loras: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The LoRA of `loras` that `name` names: all its words in the LoRA's name, else None."""
+def named_lora(
+    name: str, loras: list[dict[str, Any]], *, said_lora: bool = True
+) -> dict[str, Any] | None:
+    """The LoRA of `loras` that `name` names: all its words in the LoRA's name, else None.
+
+    Without the word "LoRA" in the message (`said_lora`), one word of a longer name is not
+    enough: "remove the background" must not drop a "Detailed Background" LoRA.
+    """
     wanted = [w for w in _words(name) if w not in {"lora", "loras", "the", "a"}]
     if not wanted:
         return None
     for lora in loras:
-        words = set(_words(str(lora.get("name", ""))))
-        if all(word in words for word in wanted):
+        words = [w for w in _words(str(lora.get("name", ""))) if w not in {"lora", "loras"}]
+        if not all(word in words for word in wanted):
+            continue
+        if said_lora or len(wanted) >= 2 or len(set(words)) == 1:
             return lora
-    joined = " ".join(wanted)
-    return next((lo for lo in loras if joined in " ".join(_words(str(lo.get("name", ""))))), None)
+    return None
 
 
 def composition_edit(
@@ -109,9 +116,10 @@ def composition_edit(
             return CompositionEdit(changes=[f"{word} style (x{strength:g})"])
     drop = DROP_RE.match(text)
     if drop and not NO_LORA_RE.search(text):
-        lora = named_lora(drop.group(1), loras)
+        said_lora = bool(re.search(r"\bloras?\b", text, re.IGNORECASE))
+        lora = named_lora(drop.group(1), loras, said_lora=said_lora)
         if lora is None:
-            if re.search(r"\bloras?\b", text, re.IGNORECASE):
+            if said_lora:
                 names = ", ".join(str(lo["name"]) for lo in loras) or "none"
                 return CompositionEdit(
                     notes=[f"No LoRA of the composition is called that: {names}."]

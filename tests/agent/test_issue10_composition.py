@@ -144,6 +144,16 @@ def test_dropping_the_chosen_lora_chooses_again_and_no_lora_still_means_checkpoi
     assert understand("drop the LoRA", previous, current_api=CURRENT).constraints.no_lora
     unknown = understand("drop the Pirate LoRA", previous, current_api=CURRENT)
     assert unknown.changes == [] and "Castle Builder" in unknown.notes[0]
+    background = {**CURRENT, "loras": [{"version_id": 9, "name": "Detailed Background"}]}
+    content = understand("without the background", previous, current_api=background)
+    assert (
+        content.constraints.drop_lora_ids == []
+        and "background" in content.constraints.negative_prompt
+    )
+    cjk = {**CURRENT, "loras": [{"version_id": 8, "name": "墨心"}]}
+    assert understand(
+        "drop the 墨心 LoRA", previous, current_api=cjk
+    ).constraints.drop_lora_ids == [8]
     explore = understand("try a few models", previous, current_api=CURRENT)
     assert explore.explore and explore.replan
 
