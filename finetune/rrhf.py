@@ -225,6 +225,7 @@ class RRHFRunConfig(BaseModel):
     max_steps: int | None = Field(default=None, ge=1)
     save_steps: int = Field(default=25, ge=1)
     max_minutes: float | None = Field(default=None, gt=0)
+    stop_at_step: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)
     bf16: bool = False
     seed: int = 0
@@ -311,7 +312,9 @@ def build_rrhf_trainer(
         report_to=[],
         dataloader_num_workers=0,
     )
-    callbacks = [wall_clock(config.max_minutes)] if config.max_minutes else []
+    callbacks = []
+    if config.max_minutes or config.stop_at_step:
+        callbacks.append(wall_clock(config.max_minutes, config.stop_at_step))
     rows = [{k: g[k] for k in ("prompt", "responses", "scores")} for g in groups]
     return RRHFTrainer(
         model=model,

@@ -61,6 +61,11 @@ class SFTRunConfig(BaseModel):
     save_steps: int = Field(default=50, ge=1)
     max_length: int = Field(default=384, ge=16, description="Tokens per example (prompt+answer).")
     max_minutes: float | None = Field(default=None, gt=0, description="Wall-time cap.")
+    stop_at_step: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stop after this step, the schedule unchanged (replays a capped run).",
+    )
     patience: int = Field(default=4, ge=1, description="Evaluations without improvement.")
     threads: int | None = Field(default=None, ge=1)
     bf16: bool = Field(default=False, description="bfloat16 autocast (CPUs with AVX512-BF16).")
@@ -174,7 +179,9 @@ def build_sft_trainer(
         dataloader_num_workers=0,
         dataset_num_proc=None,
     )
-    callbacks: list[Any] = [wall_clock(config.max_minutes)] if config.max_minutes else []
+    callbacks: list[Any] = []
+    if config.max_minutes or config.stop_at_step:
+        callbacks.append(wall_clock(config.max_minutes, config.stop_at_step))
     if has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     return SFTTrainer(
@@ -253,8 +260,12 @@ def plot_curve(log_files: list[Path], png: Path, labels: list[str] | None = None
     return png
 
 
-def wall_clock(minutes: float) -> Any:
-    """Trainer callback: stop, with a last checkpoint and evaluation, after `minutes`."""
+def wall_clock(minutes: float | None, stop_at_step: int | None = None) -> Any:
+    """Trainer callback: stop, with a last checkpoint and evaluation, after `minutes` or a step.
+
+    Stopping at a step leaves the learning-rate schedule as configured, so a run capped by time
+    is replayed exactly with `stop_at_step` = the step it reached.
+    """
     from transformers import TrainerCallback
 
     class WallClock(TrainerCallback):  # type: ignore[misc]
@@ -265,7 +276,8 @@ def wall_clock(minutes: float) -> Any:
             self.started = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if time.perf_counter() - self.started > minutes * 60:
+            late = minutes is not None and time.perf_counter() - self.started > minutes * 60
+            if late or (stop_at_step is not None and state.global_step >= stop_at_step):
                 control.should_training_stop = True
                 control.should_save = True
                 control.should_evaluate = args.eval_strategy != "no"

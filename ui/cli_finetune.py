@@ -40,6 +40,12 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="Wall-time cap.")
+    parser.add_argument(
+        "--stop-at-step",
+        type=int,
+        default=None,
+        help="Stop after this step, schedule unchanged (replays a time-capped run).",
+    )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (AVX512-BF16).")
     parser.add_argument(
         "--index-dir", type=Path, default=None, help="Ranked index (the candidate source)."

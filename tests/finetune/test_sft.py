@@ -75,9 +75,10 @@ def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
         out=tmp_path / "adapter",
         model_dir=tiny_planner,
         format="both",
-        max_steps=3,
+        max_steps=6,
+        stop_at_step=3,  # the schedule runs over 6 steps; the run stops (and saves) after 3
         batch_size=2,
-        save_steps=3,
+        save_steps=5,
         lr=1e-2,
         max_val=2,
         threads=1,
@@ -87,7 +88,7 @@ def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
     assert before
     result = trainer.train()
     after = _lora(trainer.model)
-    assert math.isfinite(result.training_loss)
+    assert math.isfinite(result.training_loss) and result.global_step == 3
     assert any(not torch.equal(before[n], after[n]) for n in before)
     assert last_checkpoint(config.out / "checkpoints").name == "checkpoint-3"
     # The command with a higher step budget resumes from that checkpoint, saves and plots.
