@@ -32,6 +32,10 @@ GENERATE_FIELDS: tuple[str, ...] = (
 )
 _REQUIRED_FIELDS = GENERATE_FIELDS[:-1]
 
+# Sizes valid for every base model (multiples of 8; SD 1.5 stops at 2048): a reply that meets the
+# schema is a valid T2IApi size whatever the base.
+_SIZE_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8}
+
 MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_CHARS = 500
 # Rank mode's prefix is on the latency path of every prompt (2.5 ms per token here): keep it short.
@@ -84,8 +88,8 @@ def generate_json_schema() -> dict[str, Any]:
         "version_id": described("version_id", {"type": "integer"}),
         "type": described("type", {"type": "string", "enum": list(MODEL_TYPES)}),
         "base_model": described("base_model", {"type": "string", "enum": list(BASE_MODELS)}),
-        "width": described("width", {"type": "integer", "minimum": 64, "maximum": 4096}),
-        "height": described("height", {"type": "integer", "minimum": 64, "maximum": 4096}),
+        "width": described("width", _SIZE_SCHEMA),
+        "height": described("height", _SIZE_SCHEMA),
         "sampling_method": described(
             "sampling_method", {"type": "string", "enum": list(CANONICAL_SAMPLERS)}
         ),

@@ -5,8 +5,9 @@
 #
 # Each adapter is a LoRA module: a request with model "planner" runs the RRHF adapter,
 # "planner-sft" the SFT one. The agent's OpenAI backend talks to it unchanged: it sends
-# response_format {"type": "json_schema", ...} (structured outputs, decoded with xgrammar) in
-# generate mode and /v1/completions with echo + logprobs in rank mode:
+# response_format {"type": "json_schema", ...} (structured outputs; vLLM's default backend
+# picks xgrammar, or guidance for schema features xgrammar lacks) in generate mode and
+# /v1/completions with echo + logprobs in rank mode:
 #
 #   DIFFAGENT_PLANNER__BACKEND=openai DIFFAGENT_PLANNER__BASE_URL=http://127.0.0.1:8000/v1 \
 #   DIFFAGENT_PLANNER__MODEL=planner DIFFAGENT_PLANNER__MODE=generate \
@@ -21,6 +22,5 @@ vllm serve "$BASE_MODEL_DIR" \
     --lora-modules planner="$RRHF_ADAPTER" planner-sft="$SFT_ADAPTER" \
     --max-lora-rank 16 \
     --max-loras 2 \
-    --structured-outputs-config.backend xgrammar \
     --max-model-len 4096 \
     --port "$PORT"

@@ -240,6 +240,14 @@ def test_generate_schema_lists_the_paper_fields() -> None:
         assert name in schema["required"]
     assert "DPM++ 2M Karras" in schema["properties"]["sampling_method"]["enum"]
     assert schema["properties"]["base_model"]["enum"] == ["SD 1.5", "SDXL 1.0"]
+    # Any size the schema allows is valid for every base model (grammar-decoded replies).
+    assert schema["properties"]["width"] | {"description": ""} == {
+        "type": "integer",
+        "minimum": 64,
+        "maximum": 2048,
+        "multipleOf": 8,
+        "description": "",
+    }
 
 
 def test_rank_candidate_text_is_compact() -> None:
