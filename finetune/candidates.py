@@ -54,6 +54,36 @@ def ranker_source(catalog: Catalog, index_dir: Path | None, k: int) -> Candidate
     return source
 
 
+def first_stage_source(catalog: Catalog, k: int) -> CandidateSource:
+    """Candidate source without embeddings: the ranker's lexical first stage (BM25 + TF-IDF).
+
+    The test split's images are left out of the evidence and each train prompt's own image is
+    left out of its card's evidence (the conditions the ranker is trained and tested in).
+    """
+    from diffagent.index.catalog import iter_evidence
+    from diffagent.index.search.evidence import collapse_near_duplicates, split_image_ids
+    from diffagent.index.search.evidence_index import Evidence, EvidenceIndex
+    from diffagent.index.search.first_stage import first_stage
+
+    excluded = split_image_ids(catalog.directory, "test")
+    pool: Evidence = {}
+    for version_id, items in iter_evidence(catalog.directory):
+        if catalog.get(version_id) is not None:
+            pool[version_id] = sorted((i, p) for i, p in items if i not in excluded)
+    evidence = {v: collapse_near_duplicates(items) for v, items in pool.items()}
+    cards = sorted(catalog, key=lambda card: card.version_id)
+    index = EvidenceIndex.build(cards, evidence, pool, None)
+    row_of = {card.version_id: row for row, card in enumerate(index.cards)}
+
+    def source(pair: Pair) -> list[ModelCard]:
+        row = row_of.get(pair.version_id)
+        loo = index.leave_one_out(row, pair.image_id) if row is not None else None
+        rows, _ = first_stage(index, pair.prompt, loo=loo)
+        return [index.cards[int(r)] for r in rows[:k]]
+
+    return source
+
+
 def model_sampler(
     model: Any, tokenizer: Any, fmt: Format, method: SampleMethod = "multinomial"
 ) -> Sampler:

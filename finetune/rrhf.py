@@ -211,7 +211,9 @@ class RRHFRunConfig(BaseModel):
     out: Path
     sft: Path | None = Field(default=None, description="SFT adapter to continue from.")
     model_dir: Path | None = None
-    index_dir: Path | None = None
+    index_dir: Path | None = Field(
+        default=None, description="Ranked index (candidates); None: the lexical first stage."
+    )
     reward: Literal["catalog", "unified"] = "catalog"
     candidates: int = Field(default=2, ge=0, description="m samples from the SFT model.")
     ranker_k: int = Field(default=6, ge=1, description="Ranker cards per prompt.")
@@ -252,14 +254,17 @@ def load_policy(config: RRHFRunConfig) -> tuple[Any, Any, Any]:
 
 def build_groups(config: RRHFRunConfig, model: Any, tokenizer: Any) -> list[dict[str, Any]]:
     """RRHF groups for train pairs: candidates (SFT samples, ranker, default) and rewards."""
-    from diffagent.finetune.candidates import model_sampler, ranker_source
+    from diffagent.finetune.candidates import first_stage_source, model_sampler, ranker_source
     from diffagent.finetune.ray_jobs import RewardSpec, build_groups_local, build_groups_ray
     from diffagent.index.catalog import Catalog
 
     catalog = Catalog.load(config.catalog)
     pairs = read_pairs(config.catalog, "train", limit=config.max_examples, seed=config.seed)
     pairs = [p for p in pairs if catalog.get(p.version_id) is not None]
-    ranked = ranker_source(catalog, config.index_dir, config.ranker_k)
+    if config.index_dir is not None:
+        ranked = ranker_source(catalog, config.index_dir, config.ranker_k)
+    else:
+        ranked = first_stage_source(catalog, config.ranker_k)
     sampler = model_sampler(model, tokenizer, "rank")
     spec = RewardSpec(config.reward, config.catalog, config.seeds, *_image_settings(config))
     n = config.ranker_k + config.candidates

@@ -97,6 +97,16 @@ def test_model_part_keeps_only_the_model_and_repair_completes_it(catalog) -> Non
     assert hallucinated >= 1
 
 
+def test_first_stage_source_finds_the_card_with_its_own_image_left_out(catalog) -> None:
+    from diffagent.finetune.candidates import first_stage_source
+
+    source = first_stage_source(catalog, k=3)
+    for version_id in (1201, 1301, 1401):
+        cards = source(pair_of(version_id))
+        assert 1 <= len(cards) <= 3
+        assert cards[0].version_id == version_id
+
+
 def test_catalog_reward_levels(catalog) -> None:
     reward = make_reward("catalog", catalog)
     cards = [catalog.get(v) for v in (1001, 1002, 2001, 1101)]

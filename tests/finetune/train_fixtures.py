@@ -62,6 +62,11 @@ def catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with (folder / "pairs" / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
             for row in chosen:
                 handle.write(json.dumps(row) + "\n")
+    # Evidence: each pair's own image (id n) and a second sample prompt (id 100 + n).
+    with (folder / "evidence.jsonl").open("w", encoding="utf-8") as handle:
+        for n, (version_id, prompt) in enumerate(PROMPTS.items()):
+            prompts = [[n, prompt], [100 + n, prompt.split(",")[0] + ", masterpiece"]]
+            handle.write(json.dumps({"version_id": version_id, "prompts": prompts}) + "\n")
     return folder
 
 
@@ -81,7 +86,7 @@ def pair_of(version_id: int) -> Pair:
         prompt=PROMPTS[version_id],
         negative_prompt="blurry",
         version_id=version_id,
-        image_id=version_id,
+        image_id=list(PROMPTS).index(version_id),
         api={"version_id": version_id},
     )
 
