@@ -111,6 +111,14 @@ class EvalConfig(BaseModel):
             raise ValueError(f"planner names must be unique and at least one, got {names}")
         return value
 
+    @field_validator("base_checkpoints")
+    @classmethod
+    def _known_bases(cls, value: dict[str, Path]) -> dict[str, Path]:
+        unknown = sorted(set(value) - set(_BASE_IDS))
+        if unknown:
+            raise ValueError(f"unknown base model(s) {unknown}; allowed: {', '.join(_BASE_IDS)}")
+        return value
+
     @field_validator("prompt_sets")
     @classmethod
     def _some_sets(cls, value: list[str]) -> list[str]:

@@ -101,6 +101,11 @@ def _eval(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     planners: list[PlannerSpec] = []
+    if args.planner_url and args.adapter:
+        raise ValueError(
+            "--adapter is for the embedded planner; with --planner-url name the "
+            "served models with --planner-model NAME=MODEL"
+        )
     if args.planner_url:
         for name, model in _named(args.planner_model, "served") or [("served", "")]:
             planners.append(PlannerSpec(name=name, base_url=args.planner_url, model=model or None))

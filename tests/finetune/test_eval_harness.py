@@ -175,3 +175,14 @@ def test_harness_end_to_end_on_tiny_weights(
     assert again.images_generated == 0 and again.scores_computed == 0
     assert again.row_judgements_cached == again.row_judgements == report.row_judgements
     assert [r.unified for r in again.table2] == [r.unified for r in report.table2]
+
+
+def test_cli_errors_are_one_line(catalog_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    from diffagent.ui.cli import main
+
+    base = ["finetune", "eval", "--catalog", str(catalog_dir), "--out", str(tmp_path)]
+    assert main([*base, "--prompts", "coco", "--adapter", "a/x", "--adapter", "b/x"]) == 2
+    assert "name each of several values, e.g. sft=a/x" in capsys.readouterr().err
+    planner = ["--planner-url", "http://127.0.0.1:9/v1", "--adapter", "sft=a"]
+    assert main([*base, "--prompts", "coco", *planner]) == 2
+    assert "--adapter is for the embedded planner" in capsys.readouterr().err
