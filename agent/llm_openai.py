@@ -9,7 +9,8 @@ server that does not return prompt log-probabilities raises `ScoringUnsupportedE
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -87,23 +88,24 @@ class OpenAIBackend:
             elif level == "json_object":
                 kwargs["response_format"] = {"type": "json_object"}
             sink = current_token_sink()
+            request: dict[str, Any] = {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": max_new_tokens,
+                "temperature": self.temperature,
+                **kwargs,
+            }
             try:
-                response = self.client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    max_tokens=max_new_tokens,
-                    temperature=self.temperature,
-                    stream=sink is not None,
-                    **kwargs,
-                )
+                if sink is not None:
+                    create = self.client.chat.completions.with_streaming_response.create
+                    with create(stream=True, **request) as streamed:
+                        return _read_stream(streamed.iter_lines(), sink)
+                response = self.client.chat.completions.create(**request)
             except (openai.BadRequestError, openai.UnprocessableEntityError):
                 if level == "none":
                     raise
                 self._format += 1  # the server rejects this format: try a weaker one
                 continue
-            if isinstance(response, openai.Stream):
-                assert sink is not None
-                return _read_stream(response, sink)
             return response.choices[0].message.content or ""
 
     def score_continuations(
@@ -138,15 +140,28 @@ class OpenAIBackend:
         ]
 
 
-def _read_stream(stream: Any, sink: TokenCallback) -> str:
-    """The streamed reply's text; each piece goes to `sink` as it arrives (which may cancel)."""
+def _read_stream(lines: Iterator[str], sink: TokenCallback) -> str:
+    """The text of a streamed chat completion, each piece passed to `sink` as it arrives.
+
+    `lines` are the server-sent event lines; `sink` may cancel the turn (the caller's block
+    closes the connection). Chunks are read as plain JSON: building the client's models per
+    chunk cost more CPU than the rest of the call.
+    """
     parts: list[str] = []
-    with stream:  # closes the connection, also when the sink cancels the turn
-        for chunk in stream:
-            delta = chunk.choices[0].delta.content if chunk.choices else None
-            if delta:
-                parts.append(delta)
-                sink(delta)
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        chunk = json.loads(data)
+        if "error" in chunk:
+            raise ValueError(f"the planner endpoint sent an error: {chunk['error']}")
+        choices = chunk.get("choices") or []
+        delta = (choices[0].get("delta") or {}).get("content") if choices else None
+        if delta:
+            parts.append(delta)
+            sink(delta)
     return "".join(parts)
 
 

@@ -72,6 +72,12 @@ class ServerSettings(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="Bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port; more than one needs `database_url`.",
+    )
     token: str | None = Field(
         default=None, description="Bearer token required on /v1/*; None = open."
     )

@@ -42,11 +42,15 @@ def intact(url: str, users: list[User]) -> bool:
     )
 
 
-def ratio_run(kind: str, stub: str, home: Path, delay_s: float) -> dict[str, float | bool]:
+def ratio_run(
+    kind: str, stub: str, home: Path, delay_s: float, workers: int = 1
+) -> dict[str, float | bool]:
     """Serial vs concurrent 20 x 5 in generate mode; every history checked."""
     with database(kind) as flags:
         server = Server(
-            [*flags, "--mode", "generate", "--planner", "openai", "--base-url", stub], home
+            [*flags, "--mode", "generate", "--planner", "openai", "--base-url", stub],
+            home,
+            workers,
         )
         up = server.start()
         try:
@@ -76,9 +80,11 @@ def ratio_run(kind: str, stub: str, home: Path, delay_s: float) -> dict[str, flo
         "cpu_ms_per_turn_serial": cpu_serial * 1000 / (SESSIONS * TURNS),
         "cpu_ms_per_turn_concurrent": cpu_concurrent * 1000 / (SESSIONS * TURNS),
         "memory_mb": memory,
+        "workers": workers,
     }
     print(
-        f"[{kind}] generate mode, planner {delay_s * 1000:.0f} ms: {SESSIONS}x{TURNS} serial "
+        f"[{kind}, {workers} worker(s)] generate mode, planner {delay_s * 1000:.0f} ms: "
+        f"{SESSIONS}x{TURNS} serial "
         f"{serial:.2f} s ({serial_calls} planner calls), concurrent {concurrent:.2f} s, ratio "
         f"{serial / concurrent:.1f}x (target >= 8: {serial / concurrent >= 8}); "
         f"concurrent p50/p95 {result['p50_concurrent_ms']:.0f}/{result['p95_concurrent_ms']:.0f}"
@@ -131,12 +137,23 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.3, help="Planner answer time (s).")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`diffagent serve --workers N` for the PostgreSQL ratio run (SQLite: always 1).",
+    )
+    parser.add_argument(
         "--home", type=Path, default=Path(tempfile.gettempdir()) / "diffagent-bench"
     )
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     with stub_planner(args.delay) as stub:
-        results = {kind: ratio_run(kind, stub, args.home, args.delay) for kind in kinds}
+        results = {
+            kind: ratio_run(
+                kind, stub, args.home, args.delay, args.workers if kind == "postgresql" else 1
+            )
+            for kind in kinds
+        }
         tables = {} if args.skip_latency else {k: latency_runs(k, stub, args.home) for k in kinds}
     print(
         "\n| database | serial 100 turns | 20 concurrent sessions | ratio | <= 1/8 | histories "
@@ -145,7 +162,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for kind, r in results.items():
         print(
-            f"| {kind} | {r['serial_s']:.1f} s | {r['concurrent_s']:.2f} s | {r['ratio']:.1f}x | "
+            f"| {kind}, {r['workers']} worker(s) | {r['serial_s']:.1f} s | "
+            f"{r['concurrent_s']:.2f} s | {r['ratio']:.1f}x | "
             f"{r['ratio'] >= 8} | {'intact' if r['intact'] else 'BROKEN'} | "
             f"{r['cpu_ms_per_turn_concurrent']:.0f} ms |"
         )

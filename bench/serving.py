@@ -37,15 +37,23 @@ def message(who: int, turn: int) -> str:
     return f"u{who}t{turn}: {SUBJECTS[(who + turn) % len(SUBJECTS)]}, variant {who * 10 + turn}"
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
-    """Wait until `url/healthz` answers (the process exiting first is an error)."""
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], workers: int = 1, timeout_s: float = 300
+) -> None:
+    """Wait until `url/healthz` has answered from `workers` processes (exiting is an error)."""
     deadline = time.monotonic() + timeout_s
+    seen: set[int] = set()
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
+            with httpx.Client() as client:  # a new connection: any worker may answer
+                response = client.get(f"{url}/healthz", timeout=2)
+            if response.status_code == 200:
+                seen.add(int(response.json().get("worker", 0)))
+                if len(seen) >= workers:
+                    return
+                continue
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
@@ -94,8 +102,9 @@ def database(kind: str) -> Iterator[list[str]]:
 class Server:
     """One `diffagent serve` process (started, killed with SIGKILL, restarted on the same flags)."""
 
-    def __init__(self, flags: list[str], home: Path) -> None:
-        self.flags = flags
+    def __init__(self, flags: list[str], home: Path, workers: int = 1) -> None:
+        self.flags = [*flags, "--workers", str(workers)] if workers > 1 else flags
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DIFFAGENT_HOME": str(home), "ANONYMIZED_TELEMETRY": "False"}
@@ -111,24 +120,27 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        wait_until_up(self.url, self.process)
+        wait_until_up(self.url, self.process, self.workers)
         return time.perf_counter() - started
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) the server process has used so far."""
+    def _tree(self) -> list[psutil.Process]:
         assert self.process is not None
-        times = psutil.Process(self.process.pid).cpu_times()
-        return float(times.user + times.system)
+        parent = psutil.Process(self.process.pid)
+        return [parent, *parent.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far."""
+        return sum(float(p.cpu_times().user + p.cpu_times().system) for p in self._tree())
 
     def memory_mb(self) -> float:
-        """The server process's resident memory, MB."""
-        assert self.process is not None
-        return psutil.Process(self.process.pid).memory_info().rss / 2**20
+        """Resident memory of the server's processes, MB."""
+        return sum(p.memory_info().rss for p in self._tree()) / 2**20
 
     def kill(self) -> None:
-        """Send SIGKILL (kill -9): no shutdown code runs."""
+        """Send SIGKILL (kill -9) to every server process: no shutdown code runs."""
         assert self.process is not None
-        self.process.kill()
+        for process in reversed(self._tree()):
+            process.kill()
         self.process.wait()
 
     def stop(self) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from diffagent.ui.cli_agent import _agent_options, agent_settings
 
 TOKEN_ENV = "DIFFAGENT_SERVER__TOKEN"
+SETTINGS_ENV = "DIFFAGENT_SERVE_SETTINGS_JSON"
+"""How `serve --workers N` hands its settings to the worker processes."""
 
 
 def register(commands: Any) -> None:
@@ -21,6 +24,13 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--host", default=None, help="Bind address (default 127.0.0.1).")
     parser.add_argument("--port", type=int, default=None, help="Port (default 8000).")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Server processes sharing the port (default 1); more than one needs "
+        "--database-url (PostgreSQL), which keeps each session's turns in order across them.",
+    )
     parser.add_argument(
         "--token",
         default=None,
@@ -64,16 +74,35 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.catalog is not None and not (args.catalog / "cards.jsonl").is_file():
         raise FileNotFoundError(f"no cards.jsonl in --catalog {args.catalog}")
     settings = serve_settings(args)
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_config": json_log_config(),  # JSON lines with request ids
+        "access_log": False,  # the app logs each request itself, with its id
+    }
+    workers = settings.server.workers
+    if workers > 1:
+        if settings.database_url is None:
+            raise ValueError(
+                f"--workers {workers} needs --database-url (PostgreSQL): a SQLite file serves "
+                "one process"
+            )
+        _create_agent(settings).close()  # start-up errors show here, once
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+        return 0
     agent = _create_agent(settings)
-    app = create_app(agent, server=settings.server)
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=json_log_config(),  # JSON lines with request ids
-        access_log=False,  # the app logs each request itself, with its id
-    )
+    uvicorn.run(create_app(agent, server=settings.server), **options)
     return 0
+
+
+def worker_app() -> Any:
+    """The app each process of `serve --workers N` runs (settings passed by the parent)."""
+    from diffagent.agent.settings import Settings
+    from diffagent.ui.server import create_app
+
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    return create_app(_create_agent(settings), server=settings.server)
 
 
 def serve_settings(args: argparse.Namespace) -> Any:
@@ -85,6 +114,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
             "database_url": args.database_url,
             "server.host": args.host,
             "server.port": args.port,
+            "server.workers": args.workers,
             "server.token": args.token or None,
             "server.max_body_bytes": args.max_body_bytes,
             "server.max_message_chars": args.max_message_chars,

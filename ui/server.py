@@ -9,6 +9,7 @@ goes away cancels its turn (`ui/server_stream.py`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import uuid
@@ -371,8 +372,8 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness: always answers; says whether the agent is loaded yet."""
-        return {"status": "ok", "agent_loaded": holder.loaded}
+        """Liveness: always answers; says whether the agent is loaded yet, and which process."""
+        return {"status": "ok", "agent_loaded": holder.loaded, "worker": os.getpid()}
 
     @app.get("/metrics")
     async def prometheus() -> Response:

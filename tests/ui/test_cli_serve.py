@@ -40,6 +40,7 @@ def test_serve_options_are_registered() -> None:
     [
         (["serve", "--port", "0"], "--port 0 is outside 1-65535"),
         (["serve", "--catalog", "/no/such/catalog"], "no cards.jsonl in --catalog"),
+        (["serve", "--workers", "2"], "--workers 2 needs --database-url (PostgreSQL)"),
     ],
 )
 def test_serve_bad_options_are_one_line_errors(
