@@ -220,6 +220,7 @@ class RRHFRunConfig(BaseModel):
     seeds: int = Field(default=2, ge=1, description="k images per response (unified).")
     groups: Path | None = Field(default=None, description="Existing groups.jsonl to train on.")
     ray: bool = False
+    groups_only: bool = Field(default=False, description="Build OUT/groups.jsonl and stop.")
     max_examples: int | None = Field(default=300, ge=1, description="Train pairs (prompts).")
     epochs: float = Field(default=1.0, gt=0)
     lr: float = Field(default=5e-5, gt=0)
@@ -343,6 +344,9 @@ def run_rrhf(config: RRHFRunConfig) -> dict[str, Any]:
         groups = build_groups(config, model, tokenizer)
         write_jsonl(groups, groups_path)
     built = time.perf_counter()
+    if config.groups_only:
+        size = check_groups(groups)
+        return {"groups": len(groups), "responses_per_group": size, "path": str(groups_path)}
     trainer = build_rrhf_trainer(config, groups, model, tokenizer, peft_config)
     resume = last_checkpoint(config.out / "checkpoints") if config.resume else None
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -87,6 +87,9 @@ def register_rrhf(actions: Any) -> None:
         "--groups", type=Path, default=None, help="Reuse a groups.jsonl instead of building one."
     )
     rrhf.add_argument("--ray", action="store_true", help="Build candidates/rewards on Ray.")
+    rrhf.add_argument(
+        "--groups-only", action="store_true", help="Build OUT/groups.jsonl and stop (no training)."
+    )
     rrhf.set_defaults(handler=_rrhf)
 
 
@@ -105,7 +108,8 @@ def _rrhf(args: argparse.Namespace) -> int:
 
     config = RRHFRunConfig.from_args(vars(args))
     report = run_rrhf(config)
-    _plot(args.plot, config.out, "RRHF")
+    if not config.groups_only:
+        _plot(args.plot, config.out, "RRHF")
     print(json.dumps(report))
     return 0
 
