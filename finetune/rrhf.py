@@ -309,7 +309,7 @@ def build_rrhf_trainer(
         learning_rate=config.lr,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
-        logging_steps=max(1, min(5, config.save_steps)),
+        logging_steps=1,
         save_steps=config.save_steps,
         save_total_limit=2,
         use_cpu=True,

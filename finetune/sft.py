@@ -161,7 +161,7 @@ def build_sft_trainer(
         learning_rate=config.lr,
         lr_scheduler_type="cosine",
         warmup_steps=0.03,
-        logging_steps=max(1, min(10, config.save_steps)),
+        logging_steps=1,  # steps are slow on CPU: every one is a point of the curve
         save_steps=config.save_steps,
         save_total_limit=2,
         eval_strategy="steps" if has_val else "no",
