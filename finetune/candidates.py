@@ -85,9 +85,17 @@ def first_stage_source(catalog: Catalog, k: int) -> CandidateSource:
 
 
 def model_sampler(
-    model: Any, tokenizer: Any, fmt: Format, method: SampleMethod = "multinomial"
+    model: Any,
+    tokenizer: Any,
+    fmt: Format,
+    method: SampleMethod = "multinomial",
+    max_new_tokens: int | None = None,
 ) -> Sampler:
-    """Sampler of m answers from a causal LM for a pair's run-time prompt."""
+    """Sampler of m answers from a causal LM for a pair's run-time prompt.
+
+    Only the model part is kept, so rank answers are cut at 16 tokens (the name comes first).
+    """
+    limit = max_new_tokens or (16 if fmt == "rank" else 96)
     import torch
 
     def sample(pair: Pair, m: int) -> list[str]:
@@ -98,7 +106,7 @@ def model_sampler(
         )
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids
         input_ids = torch.tensor([list(ids)])
-        kwargs: dict[str, Any] = {"num_return_sequences": m, "max_new_tokens": 48}
+        kwargs: dict[str, Any] = {"num_return_sequences": m, "max_new_tokens": limit}
         if method == "multinomial":
             kwargs.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
         else:
