@@ -82,11 +82,13 @@ def check(url: str, users: list[User]) -> dict[str, int]:
     return counts
 
 
-def run(kind: str, home: Path, kill_after: int, delay_s: float) -> bool:
+def run(kind: str, home: Path, kill_after: int, delay_s: float, workers: int = 1) -> bool:
     """One kill -9 run on one database; prints the figures; True when nothing was broken."""
     with stub_planner(delay_s) as stub, database(kind) as flags:
         server = Server(
-            [*flags, "--mode", "generate", "--planner", "openai", "--base-url", stub], home
+            [*flags, "--mode", "generate", "--planner", "openai", "--base-url", stub],
+            home,
+            workers,
         )
         server.start()
         users = [User(who=who) for who in range(SESSIONS)]
@@ -123,13 +125,15 @@ def run(kind: str, home: Path, kill_after: int, delay_s: float) -> bool:
         server.stop()
     broken = counts["lost"] + counts["duplicated"] + counts["mixed"] + counts["half"]
     broken += counts["changed"]
+    c = counts
     print(
-        f"[{kind}] kill -9 after {acked} acknowledged turns ({in_flight} in flight, {unknown} of "
-        f"them first turns); restarted in {restart_s:.1f} s. Acknowledged turns lost "
-        f"{counts['lost']}, changed {counts['changed']}, duplicated {counts['duplicated']}, "
-        f"mixed between sessions {counts['mixed']}, half turns {counts['half']}; in-flight turns "
-        f"stored whole without their answer: {counts['stored_unacked']}. After finishing, all "
-        f"{SESSIONS} histories exactly {TURNS} turns in order: {final}",
+        f"[{kind}, {workers} worker(s)] kill -9 after {acked} acknowledged turns "
+        f"({in_flight} in flight, {unknown} of them first turns); restarted in "
+        f"{restart_s:.1f} s. Acknowledged turns lost {c['lost']}, changed {c['changed']}, "
+        f"duplicated {c['duplicated']}, mixed between sessions {c['mixed']}, half turns "
+        f"{c['half']}; in-flight turns stored whole without their answer: "
+        f"{c['stored_unacked']}. After finishing, all {SESSIONS} histories exactly {TURNS} "
+        f"turns in order: {final}",
         flush=True,
     )
     return broken == 0 and final
@@ -141,11 +145,19 @@ def main() -> None:
     parser.add_argument("--kill-after", type=int, default=50, help="Acknowledged turns first.")
     parser.add_argument("--delay", type=float, default=0.3, help="Planner answer time (s).")
     parser.add_argument(
+        "--workers", type=int, default=1, help="`serve --workers N` on PostgreSQL (SQLite: 1)."
+    )
+    parser.add_argument(
         "--home", type=Path, default=Path(tempfile.gettempdir()) / "diffagent-bench"
     )
     args = parser.parse_args()
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    results = {kind: run(kind, args.home, args.kill_after, args.delay) for kind in kinds}
+    results = {
+        kind: run(
+            kind, args.home, args.kill_after, args.delay, args.workers if kind != "sqlite" else 1
+        )
+        for kind in kinds
+    }
     print("durability:", ", ".join(f"{k} {'OK' if ok else 'BROKEN'}" for k, ok in results.items()))
     raise SystemExit(0 if all(results.values()) else 1)
 
