@@ -70,6 +70,9 @@ bench: catalog
 	$(PY) bench/bench_planner.py --catalog $(CATALOG) --limit 40
 	$(PY) bench/bench_select.py --catalog $(CATALOG) --index-dir $(CATALOG)/index-eval-test --split test --limit 100 --generate-limit 20
 	$(PY) bench/bench_serve.py
+	nice $(PY) bench/bench_serve_load.py
+	nice $(PY) bench/bench_serve_load.py --db postgresql --skip-latency --workers 2
+	nice $(PY) bench/bench_durability.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
