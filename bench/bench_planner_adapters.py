@@ -20,6 +20,7 @@ import json
 import random
 import sys
 import time
+from math import log1p
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,16 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=8)
-    parser.add_argument("--rank-prior", type=float, default=2.0)
+    parser.add_argument(
+        "--rank-priors", default="2.0", help="comma-separated rank_prior values (one LLM pass)"
+    )
     parser.add_argument("--no-stock", action="store_true", help="skip the stock planner")
     parser.add_argument("--adapter", action="append", default=[], help="NAME=PATH (repeatable)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
+    priors = [float(v) for v in args.rank_priors.split(",") if v.strip()]
     catalog = Catalog.load(args.catalog)
     pairs = read_split(catalog, args.split, args.limit, args.seed)
     source = "ranker" if args.index_dir else "first stage"
@@ -116,19 +120,28 @@ def main() -> int:
     for name, adapter in planners:
         backend = make_backend(PlannerConfig(adapter_path=adapter, threads=args.threads))
         plan_rank(backend, "warm-up prompt", "", candidates[0][:2])
-        orders, latencies = [], []
+        scored, latencies = [], []
         for pair, cards in tqdm(list(zip(pairs, candidates, strict=True)), desc=name):
             result = plan_rank(
                 backend,
                 pair["instruction"]["prompt"],
                 pair["instruction"].get("negative_prompt", ""),
                 cards,
-                retrieval_weight=args.rank_prior,
             )
-            orders.append(result.cards())
+            scored.append([(o.logprob, o.retrieval_rank) for o in result.options])
             latencies.append(result.latency_ms)
-        results[f"{name} (rank)"] = figures(orders, latencies)
-        print(json.dumps({name: results[f"{name} (rank)"]}), file=sys.stderr)
+        for prior in priors:
+            # The same fused score as plan_rank's: logprob - prior * ln(1 + retrieval rank).
+            orders = [
+                [
+                    cards[r]
+                    for _, r in sorted(rows, key=lambda x: (-(x[0] - prior * log1p(x[1])), x[1]))
+                ]
+                for rows, cards in zip(scored, candidates, strict=True)
+            ]
+            key = f"{name} p={prior:g}"
+            results[key] = figures(orders, latencies)
+            print(json.dumps({key: results[key]}), file=sys.stderr)
 
     names = list(next(iter(results.values())))
     print(f"\n{'figure':<16}" + "".join(f"{m:>16}" for m in results))
@@ -136,9 +149,7 @@ def main() -> int:
         print(
             f"{key:<16}" + "".join(f"{results[m].get(key, float('nan')):>16.3f}" for m in results)
         )
-    print(
-        f"\n(n={len(pairs)} {args.split} pairs, top_k={args.top_k}, rank_prior={args.rank_prior})"
-    )
+    print(f"\n(n={len(pairs)} {args.split} pairs, top_k={args.top_k}, p = rank_prior)")
     if args.json:
         args.json.write_text(json.dumps({"source": source, "figures": results}, indent=2))
     return 0
