@@ -36,6 +36,8 @@ _REQUIRED_FIELDS = GENERATE_FIELDS[:-1]
 # schema is a valid T2IApi size whatever the base.
 _SIZE_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8}
 
+# Candidate names are shown clipped to 60 characters; a longer model string is a runaway reply.
+MAX_MODEL_CHARS = 80
 MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_CHARS = 500
 # Rank mode's prefix is on the latency path of every prompt (2.5 ms per token here): keep it short.
@@ -84,7 +86,7 @@ def generate_json_schema() -> dict[str, Any]:
         return {**schema, "description": fields[name].description or name}
 
     properties = {
-        "model": described("model", {"type": "string"}),
+        "model": described("model", {"type": "string", "maxLength": MAX_MODEL_CHARS}),
         "version_id": described("version_id", {"type": "integer"}),
         "type": described("type", {"type": "string", "enum": list(MODEL_TYPES)}),
         "base_model": described("base_model", {"type": "string", "enum": list(BASE_MODELS)}),

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from diffagent.agent import prompts as planner_prompts
 from diffagent.agent.planner import PlannerBackend, PlannerConfig, make_backend
 from diffagent.api import T2IApi
 from diffagent.cards import ModelCard, read_cards
@@ -242,7 +243,13 @@ def run_eval(
 
             fingerprint = fingerprint_of(
                 spec.name,
-                {**settings.model_dump(), "top_k": config.top_k, "candidates": source},
+                {
+                    **settings.model_dump(),
+                    "top_k": config.top_k,
+                    "candidates": source,
+                    "system": planner_prompts.GENERATE_SYSTEM,
+                    "schema": planner_prompts.generate_json_schema(),
+                },
             )
             plans[spec.name] = run_plans(
                 factory,

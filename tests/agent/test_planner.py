@@ -240,6 +240,7 @@ def test_generate_schema_lists_the_paper_fields() -> None:
         assert name in schema["required"]
     assert "DPM++ 2M Karras" in schema["properties"]["sampling_method"]["enum"]
     assert schema["properties"]["base_model"]["enum"] == ["SD 1.5", "SDXL 1.0"]
+    assert schema["properties"]["model"]["maxLength"] == prompts.MAX_MODEL_CHARS
     # Any size the schema allows is valid for every base model (grammar-decoded replies).
     assert schema["properties"]["width"] | {"description": ""} == {
         "type": "integer",
