@@ -9,6 +9,7 @@ for one-shot commands. The agent uses every store the same way: `checkpointer` f
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 import time
@@ -22,6 +23,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from diffagent.agent.sessions import SessionRegistry
 from diffagent.agent.settings import Settings
+from diffagent.errors import DiffAgentError
 
 SESSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS diffagent_sessions "
@@ -138,10 +140,20 @@ class PostgresConversations:
     kind = "postgresql"
 
     def __init__(self, url: str, pool_size: int = 32) -> None:
+        import psycopg  # noqa: PLC0415
         from langgraph.checkpoint.postgres import PostgresSaver  # noqa: PLC0415
         from psycopg.rows import dict_row  # noqa: PLC0415
         from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
+        try:  # one plain connection first: a wrong URL is one clear error, at once
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as error:
+            shown = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+            first = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise DiffAgentError(
+                f"cannot use the conversation database {shown} ({first}); "
+                "check DIFFAGENT_DATABASE_URL / --database-url"
+            ) from None
         options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
         self._pool = ConnectionPool(
             url,

@@ -13,7 +13,11 @@ import httpx
 import psycopg
 import pytest
 
+from diffagent.agent.conversations import open_conversations
+from diffagent.agent.settings import Settings
 from diffagent.agent.streaming import TurnCancelledError
+from diffagent.errors import DiffAgentError
+from diffagent.tools.testing.servers import free_port
 from diffagent.ui.server import create_app
 
 from .test_load import _load, _messages
@@ -121,3 +125,13 @@ def test_turns_of_one_session_run_in_order_across_processes(
     assert sorted(m["content"] for m in history[2::2]) == sorted(texts)
     first.close()
     second.close()
+
+
+def test_unreachable_database_is_one_clear_error_without_the_password() -> None:
+    url = f"postgresql://diffagent:secret@127.0.0.1:{free_port()}/nowhere"
+    with pytest.raises(DiffAgentError) as caught:
+        open_conversations(Settings(database_url=url))
+    message = str(caught.value)
+    assert "cannot use the conversation database" in message and "DIFFAGENT_DATABASE_URL" in message
+    assert "secret" not in message and "diffagent:***@127.0.0.1" in message
+    assert "\n" not in message
