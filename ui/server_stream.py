@@ -60,7 +60,7 @@ class LiveTurn:
         self.cancel = threading.Event()
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        self._task = asyncio.create_task(self._run(work, guard))
+        self._task = asyncio.create_task(self._run(work, guard))  # kept: tasks are weakly held
 
     def _push(self, event: TurnEvent) -> None:
         """Queue an event from the worker thread."""
@@ -92,10 +92,6 @@ class LiveTurn:
     async def next(self) -> TurnEvent:
         """The next event (waits for it)."""
         return await self._events.get()
-
-    async def ended(self) -> None:
-        """Wait until the worker has finished (the turn is stored or rolled back)."""
-        await asyncio.shield(self._task)
 
 
 async def cancel_on_disconnect(request: Request, turn: LiveTurn) -> None:
