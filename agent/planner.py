@@ -188,7 +188,7 @@ def plan_generate(
     negative_prompt: str,
     candidates: list[ModelCard],
     *,
-    max_new_tokens: int = 128,
+    max_new_tokens: int = 192,
 ) -> GenerateResult:
     """Let the LLM write the API JSON over the candidate cards (the paper's mode)."""
     _check_inputs(prompt, candidates)

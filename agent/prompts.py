@@ -36,8 +36,9 @@ _REQUIRED_FIELDS = GENERATE_FIELDS[:-1]
 # schema is a valid T2IApi size whatever the base.
 _SIZE_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8}
 
-# Candidate names are shown clipped to 60 characters; a longer model string is a runaway reply.
-MAX_MODEL_CHARS = 80
+# Candidate names are shown clipped to 60 characters (render_card_data); a longer model string is
+# a runaway reply, and the cap keeps a grammar-decoded reply within plan_generate's token budget.
+MAX_MODEL_CHARS = 60
 MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_CHARS = 500
 # Rank mode's prefix is on the latency path of every prompt (2.5 ms per token here): keep it short.
@@ -158,7 +159,7 @@ def render_card_data(card: ModelCard) -> str:
     """
     rec = card.recommended
     data = {
-        "model": clip_text(defuse(card.display_name), 60),
+        "model": clip_text(defuse(card.display_name), MAX_MODEL_CHARS),
         "version_id": card.version_id,
         "type": card.type,
         "base_model": card.base_model,

@@ -88,7 +88,7 @@ class EvalConfig(BaseModel):
     seeds: int = Field(default=3, ge=1, le=16, description="k images per API (paper: 3).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     top_k: int = Field(default=8, ge=1, le=50, description="Candidate cards per prompt.")
-    max_new_tokens: int = Field(default=128, ge=16, le=1024)
+    max_new_tokens: int = Field(default=192, ge=16, le=1024, description="As the agent's.")
     images: bool = Field(default=True, description="Run Table 2 (generation and scoring).")
     tiny_weights: Path | None = Field(
         default=None, description="Tiny weights folder: every card runs on its tiny stand-in."

@@ -53,7 +53,7 @@ def register_eval(actions: Any) -> None:
     ev.add_argument("--seeds", type=int, default=3, help="k images per API (paper: 3).")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument("--top-k", type=int, default=8, help="Candidate cards per prompt.")
-    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--max-new-tokens", type=int, default=192)
     ev.add_argument("--no-images", action="store_true", help="Table 1 only (no generation).")
     ev.add_argument(
         "--tiny-weights",
