@@ -7,7 +7,7 @@ PROMPT ?= a cute happy corgi, pixel art
 CRAWL ?= ../shared/data/civitai-models-2023-07.jsonl.gz
 CATALOG ?= /tmp/diffagent-catalog
 
-.PHONY: install demo test test-slow test-browser lint format bench catalog starter clean
+.PHONY: install demo test test-slow test-browser lint format bench catalog starter planner-adapter clean
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,17 @@ bench: catalog
 	nice $(PY) bench/bench_serve_load.py
 	nice $(PY) bench/bench_serve_load.py --db postgresql --skip-latency --workers 2
 	nice $(PY) bench/bench_durability.py
+
+# The embedded planner's rank-mode LoRA adapter, shipped in agent/adapters/planner-rank (CPU; the
+# subset, steps and measured figures are in docs/finetune.md). Curve: docs/finetune-sft-curve.png.
+ADAPTER_RUN ?= /tmp/diffagent-planner-rank
+planner-adapter: catalog
+	$(BIN)/diffagent finetune sft --catalog $(CATALOG) --out $(ADAPTER_RUN) --format rank \
+		--max-examples 64 --batch-size 2 --lr 3e-4 --save-steps 8 --max-val 16 --threads 1 \
+		--plot docs/finetune-sft-curve.png
+	mkdir -p agent/adapters/planner-rank
+	cp $(ADAPTER_RUN)/adapter_config.json $(ADAPTER_RUN)/adapter_model.safetensors \
+		$(ADAPTER_RUN)/training_log.json agent/adapters/planner-rank/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
