@@ -244,7 +244,8 @@ def plot_curve(log_files: list[Path], png: Path, labels: list[str] | None = None
     for n, log_file in enumerate(log_files):
         history = json.loads(Path(log_file).read_text(encoding="utf-8"))["history"]
         axis = axes[0][n]
-        for key, style in (("loss", "-"), ("eval_loss", "o-")):
+        styles = (("loss", "-"), ("eval_loss", "o-"), ("rank_loss", ":"), ("ce_loss", "--"))
+        for key, style in styles:
             points = [(row["step"], row[key]) for row in history if key in row]
             if points:
                 axis.plot(*zip(*points, strict=True), style, label=key)
