@@ -108,3 +108,15 @@ def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
     assert plain.score_continuations(messages, ["PaintDream"]) != tuned.score_continuations(
         messages, ["PaintDream"]
     )
+
+
+def test_shipped_adapter_is_in_the_package_and_small() -> None:
+    from importlib import resources
+
+    folder = Path(str(resources.files("diffagent.agent") / "adapters" / "planner-rank"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    weights = folder / "adapter_model.safetensors"
+    assert config["peft_type"] == "LORA" and config["layers_to_transform"] == list(range(22, 30))
+    assert 0 < weights.stat().st_size <= 10 * 1024 * 1024
+    log = json.loads((folder / "training_log.json").read_text())
+    assert log["config"]["format"] == "rank" and log["summary"]["steps"] > 0
