@@ -154,7 +154,8 @@ def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
 def test_json_schema_is_enforced_by_the_grammar(backend: EmbeddedBackend) -> None:
     from diffagent.agent.prompts import generate_messages
     from diffagent.samplers import CANONICAL_SAMPLERS
-    from tests.fakes import make_card
+
+    from ..fakes import make_card
 
     assert backend.grammar  # xgrammar is a dependency
     schema = generate_json_schema()

@@ -15,7 +15,8 @@ from diffagent.finetune.eval_plans import is_usable
 from diffagent.finetune.eval_report import write_report
 from diffagent.finetune.prompt_sets import load_prompt_set
 from diffagent.index.catalog import Catalog
-from tests.fakes import make_card
+
+from ..fakes import make_card
 
 PROMPTS = ["a lighthouse at dusk, oil painting", "a red fox in the snow"]
 

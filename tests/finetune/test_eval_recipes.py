@@ -17,7 +17,8 @@ import pytest
 from diffagent.agent import prompts
 from diffagent.agent.llm_openai import OpenAIBackend
 from diffagent.ui.cli import build_parser
-from tests.fakes import make_card
+
+from ..fakes import make_card
 
 RECIPES = Path(__file__).resolve().parents[2] / "finetune" / "recipes"
 SCRIPTS = sorted(RECIPES.glob("*.sh"))
