@@ -1,12 +1,12 @@
 """Composition (after Stylus): a checkpoint plus up to N LoRAs, one per concept of the prompt.
 
 Concepts are the asked styles and the prompt's comma phrases. For each, the index's LoRAs of the
-checkpoint's base model are read best first and the first whose own evidence (tags, name) shows
-the concept is taken, unless it is adult-oriented, a character or real-person LoRA the prompt
-does not name, dropped by the user, another medium than the asked one, or the chosen model
-itself. Weights come from each card's evidence (the most common `<lora:name:w>` of its sample
-prompts, else the base model's default), style LoRAs are scaled by the conversation's style
-strength, and the total is capped.
+checkpoint's base model are read best first (for the phrase, then for its longest words alone)
+and the first whose own evidence (tags, name) shows the concept is taken, unless it is
+adult-oriented, a character or real-person LoRA the prompt does not name, dropped by the user,
+another medium than the asked one, or the chosen model itself. Weights come from each card's
+evidence (the most common `<lora:name:w>` of its sample prompts, else the base model's default),
+style LoRAs are scaled by the conversation's style strength, and the total is capped.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from diffagent.cards import ModelCard
 MAX_CONCEPTS = 5
 """Concepts of one prompt looked up at most (styles first)."""
 POOL = 12
-"""LoRAs read per concept."""
+"""LoRAs read per index query."""
+MAX_WORD_QUERIES = 3
+"""Words of a phrase queried alone when no LoRA fits the whole phrase."""
 _GENERIC = frozenset(
     {
         "girl", "girls", "boy", "boys", "woman", "women", "man", "men", "person", "people",
@@ -192,20 +194,32 @@ def _concept_loras(
     for text, role in concepts(cons):
         if len(items) >= room:
             break
-        query = f"{text} style" if role == "style" else text
-        hits = ctx.index.query(query, POOL, base_model=card.base_model, model_type="LORA")
-        for hit in hits:
-            lora: ModelCard = hit.card
-            if (
-                lora.base_model == card.base_model
-                and shows_concept(lora, text, role)
-                and _allowed(lora, cons, styles, prompt, taken)
-            ):
+        for query in concept_queries(text, role):
+            hits = ctx.index.query(query, POOL, base_model=card.base_model, model_type="LORA")
+            lora = next(
+                (
+                    hit.card
+                    for hit in hits
+                    if hit.card.base_model == card.base_model
+                    and shows_concept(hit.card, text, role)
+                    and _allowed(hit.card, cons, styles, prompt, taken)
+                ),
+                None,
+            )
+            if lora is not None:
                 items.append(_item(lora, text, role, ctx.settings.composition))
                 taken.add((lora.model_id, lora.name))
                 prompt = with_trigger_words(prompt, lora)
                 break
     return items
+
+
+def concept_queries(text: str, role: str) -> list[str]:
+    """Index queries for a concept: the phrase, then (when no LoRA fits it) its longest words."""
+    if role == "style":
+        return [f"{text} style"]
+    words = sorted(concept_words(text), key=lambda word: (-len(word), word))
+    return [text, *words[:MAX_WORD_QUERIES]] if len(words) > 1 else [text]
 
 
 def _item(

@@ -8,8 +8,9 @@ index is built; the first run on a catalog builds its index):
         --catalog /tmp/conv-full
 
 Each turn of `bench/conversations.json` lists expected properties (prompt words, card style
-evidence, size, steps, seed, kept or changed model, LoRA count...); every image turn is also
-checked for no adult-oriented card, one medium in the prompt and one trigger-word group.
+evidence, size, steps, seed, kept or changed model, LoRA count, and for composition edits: fewer
+LoRAs, the dropped LoRA gone, the style LoRAs' weight up); every image turn is also checked for no
+adult-oriented card, one medium in the prompt, one trigger-word group and a valid composition.
 """
 
 from __future__ import annotations
