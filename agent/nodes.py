@@ -21,6 +21,7 @@ from diffagent.agent.context import AgentContext
 from diffagent.agent.respond import compose_reply, explain
 from diffagent.agent.state import State
 from diffagent.agent.understand import Constraints, Understanding, understand
+from diffagent.agent.understand_llm import understand_with_llm
 from diffagent.agent.understand_style import MEDIA, find_styles
 from diffagent.agent.validate import Repair, validate_and_repair
 from diffagent.cards import ModelCard
@@ -34,6 +35,15 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
     if state.request is not None:
         result = _understand_request(state.request)
         result.constraints.allow_adult = allow_nsfw
+    elif runtime.context.settings.planner.understanding == "llm" and runtime.context.backend:
+        result = understand_with_llm(
+            message,
+            previous,
+            runtime.context.backend,
+            current_api=state.last_api,
+            allow_nsfw=allow_nsfw,
+            resolve_name=lambda name: resolve_card_name(runtime.context, name),
+        )
     else:
         result = understand(
             message,

@@ -71,12 +71,21 @@ class PlannerConfig(BaseModel):
         description="Embedded weights: auto = bfloat16 where the CPU has it (2x faster here).",
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Endpoint request timeout.")
+    understanding: Literal["rules", "llm"] = Field(
+        default="rules",
+        description="How a chat message is read: rules (embedded default), or llm: the endpoint "
+        "writes the constraints as structured JSON, checked by the same rules (backend openai).",
+    )
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> PlannerConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError(
                 "planner backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)"
+            )
+        if self.understanding == "llm" and self.backend != "openai":
+            raise ValueError(
+                "understanding 'llm' needs a capable model: set backend 'openai' and base_url"
             )
         return self
 

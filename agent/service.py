@@ -126,7 +126,9 @@ class DiffAgent:
                 index = CatalogIndex.open(
                     cfg.index.catalog_dir, cfg.index.index_dir, chroma_url=chroma_url
                 )
-        if backend is None and cfg.planner.mode != "retrieval":
+        if backend is None and (
+            cfg.planner.mode != "retrieval" or cfg.planner.understanding == "llm"
+        ):
             from diffagent.agent.planner import make_backend  # noqa: PLC0415
 
             backend = make_backend(cfg.planner)
