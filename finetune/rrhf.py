@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from transformers import Trainer, TrainingArguments
 
 from diffagent.finetune.data import check_groups, read_jsonl, read_pairs, write_jsonl
 from diffagent.finetune.sft import (
-    LoraSettings,
+    TrainingRunConfig,
     last_checkpoint,
     load_base,
     lora_config,
@@ -202,15 +202,10 @@ class RRHFTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-class RRHFRunConfig(BaseModel):
+class RRHFRunConfig(TrainingRunConfig):
     """What `diffagent finetune rrhf` does: build groups, then train on them."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    catalog: Path
-    out: Path
     sft: Path | None = Field(default=None, description="SFT adapter to continue from.")
-    model_dir: Path | None = None
     index_dir: Path | None = Field(
         default=None, description="Ranked index (candidates); None: the lexical first stage."
     )
@@ -222,25 +217,9 @@ class RRHFRunConfig(BaseModel):
     ray: bool = False
     groups_only: bool = Field(default=False, description="Build OUT/groups.jsonl and stop.")
     max_examples: int | None = Field(default=300, ge=1, description="Train pairs (prompts).")
-    epochs: float = Field(default=1.0, gt=0)
     lr: float = Field(default=5e-5, gt=0)
     batch_size: int = Field(default=1, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
     save_steps: int = Field(default=25, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
-    stop_at_step: int | None = Field(default=None, ge=1)
-    threads: int | None = Field(default=None, ge=1)
-    bf16: bool = False
-    seed: int = 0
-    resume: bool = True
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-
-    @classmethod
-    def from_args(cls, args: dict[str, Any]) -> RRHFRunConfig:
-        """Config from parsed command-line arguments (flags not given keep their defaults)."""
-        values = {k: v for k, v in args.items() if k in cls.model_fields and v is not None}
-        values["resume"] = not args.get("no_resume", False)
-        return cls.model_validate(values)
 
 
 def load_policy(config: RRHFRunConfig) -> tuple[Any, Any, Any]:

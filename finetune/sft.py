@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,31 +42,22 @@ class LoraSettings(BaseModel):
     )
 
 
-class SFTRunConfig(BaseModel):
-    """What `diffagent finetune sft` trains: data, model, LoRA and the optimisation."""
+class TrainingRunConfig(BaseModel):
+    """What every training command shares: where, which model, the schedule's caps, the LoRA."""
 
     model_config = ConfigDict(extra="forbid")
 
     catalog: Path
     out: Path
     model_dir: Path | None = Field(default=None, description="None: the embedded SmolLM2.")
-    format: Literal["rank", "generate", "both"] = "rank"
-    index_dir: Path | None = Field(default=None, description="Ranked index for generate cards.")
-    max_examples: int | None = Field(default=None, ge=1, description="Train pairs used.")
-    max_val: int | None = Field(default=64, ge=1, description="Val pairs for the eval loss.")
     epochs: float = Field(default=1.0, gt=0)
-    lr: float = Field(default=2e-4, gt=0)
-    batch_size: int = Field(default=8, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
-    save_steps: int = Field(default=50, ge=1)
-    max_length: int = Field(default=384, ge=16, description="Tokens per example (prompt+answer).")
     max_minutes: float | None = Field(default=None, gt=0, description="Wall-time cap.")
     stop_at_step: int | None = Field(
         default=None,
         ge=1,
         description="Stop after this step, the schedule unchanged (replays a capped run).",
     )
-    patience: int = Field(default=4, ge=1, description="Evaluations without improvement.")
     threads: int | None = Field(default=None, ge=1)
     bf16: bool = Field(default=False, description="bfloat16 autocast (CPUs with AVX512-BF16).")
     seed: int = 0
@@ -74,11 +65,25 @@ class SFTRunConfig(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
     @classmethod
-    def from_args(cls, args: dict[str, Any]) -> SFTRunConfig:
+    def from_args(cls, args: dict[str, Any]) -> Self:
         """Config from parsed command-line arguments (flags not given keep their defaults)."""
         values = {k: v for k, v in args.items() if k in cls.model_fields and v is not None}
         values["resume"] = not args.get("no_resume", False)
         return cls.model_validate(values)
+
+
+class SFTRunConfig(TrainingRunConfig):
+    """What `diffagent finetune sft` trains: data, model, LoRA and the optimisation."""
+
+    format: Literal["rank", "generate", "both"] = "rank"
+    index_dir: Path | None = Field(default=None, description="Ranked index for generate cards.")
+    max_examples: int | None = Field(default=None, ge=1, description="Train pairs used.")
+    max_val: int | None = Field(default=64, ge=1, description="Val pairs for the eval loss.")
+    lr: float = Field(default=2e-4, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    save_steps: int = Field(default=50, ge=1)
+    max_length: int = Field(default=384, ge=16, description="Tokens per example (prompt+answer).")
+    patience: int = Field(default=4, ge=1, description="Evaluations without improvement.")
 
     def formats(self) -> tuple[Format, ...]:
         """The answer formats trained."""
