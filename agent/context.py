@@ -23,6 +23,11 @@ class CardIndex(Protocol):
 
     catalog: Catalog
 
+    @property
+    def ranker_scores(self) -> bool:
+        """Whether query scores come from the learned ranker (rank mode fuses them)."""
+        ...
+
     def query(
         self,
         text: str,

@@ -68,6 +68,7 @@ def understand_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, A
         "changes": result.changes,
         "notes": result.notes,
         "candidates": [],
+        "candidate_scores": [],
         "plan": None,
         "plan_raw": "",
         "plan_error": None,
@@ -157,7 +158,7 @@ def retrieve_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
     """
     ctx = runtime.context
     cons = Constraints.model_validate(state.constraints)
-    cards = retrieve(ctx, cons, one_shot=state.one_shot)
+    cards, scores = retrieve_scored(ctx, cons, one_shot=state.one_shot)
     if not cards and cons.exclude_version_ids and state.last_api is not None:
         kept = int(state.last_api["version_id"])
         cons.exclude_version_ids = [v for v in cons.exclude_version_ids if v != kept]
@@ -167,15 +168,27 @@ def retrieve_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any
         )
         return {
             "candidates": [],
+            "candidate_scores": [],
             "replan": False,
             "constraints": cons.model_dump(mode="json"),
             "notes": [*state.notes, note],
         }
-    return {"candidates": [card.version_id for card in cards]}
+    return {"candidates": [card.version_id for card in cards], "candidate_scores": scores}
 
 
 def retrieve(ctx: AgentContext, cons: Constraints, *, one_shot: bool = False) -> list[ModelCard]:
-    """The top-K allowed cards for the constraints' query, best first.
+    """The top-K allowed cards for the constraints' query, best first (see retrieve_scored)."""
+    return retrieve_scored(ctx, cons, one_shot=one_shot)[0]
+
+
+def retrieve_scored(
+    ctx: AgentContext, cons: Constraints, *, one_shot: bool = False
+) -> tuple[list[ModelCard], list[float]]:
+    """The top-K allowed cards for the constraints' query, best first, and their ranker scores.
+
+    The scores are the learned ranker's for the query, one per card, given only when the index
+    ranks with a ranker and the cards keep its order (no style reordering); else the list is
+    empty. Rank mode fuses them with the planner's log-likelihood.
 
     Allowed: not excluded, not adult-oriented (unless NSFW is allowed), not a character or
     real-person LoRA the prompt does not name. When a medium is asked, cards whose evidence
@@ -186,7 +199,7 @@ def retrieve(ctx: AgentContext, cons: Constraints, *, one_shot: bool = False) ->
     """
     if cons.pin_version_id is not None:
         pinned = ctx.catalog.get(cons.pin_version_id)
-        return [pinned] if pinned is not None else []
+        return ([pinned] if pinned is not None else []), []
     excluded = set(cons.exclude_version_ids)
     # "Another model" moves away from the whole model, not to another version of it.
     excluded_models = {(card.model_id, card.name) for v in excluded if (card := ctx.catalog.get(v))}
@@ -195,9 +208,9 @@ def retrieve(ctx: AgentContext, cons: Constraints, *, one_shot: bool = False) ->
         "base_model": cons.base_model,
         "model_type": cons.model_type or ("Checkpoint" if cons.no_lora else None),
     }
-    pool = [
-        hit.card for hit in ctx.index.query(cons.query, k=3 * top_k + 3 * len(excluded), **filters)
-    ]
+    hits = ctx.index.query(cons.query, k=3 * top_k + 3 * len(excluded), **filters)
+    pool = [hit.card for hit in hits]
+    score_of = {hit.card.version_id: float(hit.score) for hit in hits}
     styles = [] if one_shot else find_styles(cons.query)
     media = [style for style in styles if style in MEDIA]
     if media:
@@ -227,7 +240,9 @@ def retrieve(ctx: AgentContext, cons: Constraints, *, one_shot: bool = False) ->
     if styles:
         # A stable sort: style-fitting cards first, each group in retrieval order.
         allowed.sort(key=lambda card: style_fit(card, styles) < 2.0)
-    return allowed[:top_k]
+    top = allowed[:top_k]
+    ranker_scores = bool(getattr(ctx.index, "ranker_scores", False))
+    return top, [score_of[card.version_id] for card in top] if ranker_scores and not styles else []
 
 
 def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -251,11 +266,21 @@ def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:
             "reason": "you picked it",
             "ranking": [cards[0].version_id],
         }
-    return plan_with(ctx, cons, cards)
+    scores = state.candidate_scores if len(state.candidate_scores) == len(cards) else None
+    return plan_with(ctx, cons, cards, scores)
 
 
-def plan_with(ctx: AgentContext, cons: Constraints, cards: list[ModelCard]) -> dict[str, Any]:
-    """Run the configured planner over the candidate cards: state updates (plan, reason, ...)."""
+def plan_with(
+    ctx: AgentContext,
+    cons: Constraints,
+    cards: list[ModelCard],
+    ranker_scores: list[float] | None = None,
+) -> dict[str, Any]:
+    """Run the configured planner over the candidate cards: state updates (plan, reason, ...).
+
+    `ranker_scores` (the learned ranker's, one per card) are fused with the planner's
+    log-likelihood in rank mode; without them the retrieval rank is the prior.
+    """
     ranking = [card.version_id for card in cards]
     if ctx.settings.planner.mode == "retrieval" or ctx.backend is None:
         return {
@@ -273,6 +298,8 @@ def plan_with(ctx: AgentContext, cons: Constraints, cards: list[ModelCard]) -> d
                 cards,
                 retrieval_weight=ctx.settings.planner.rank_prior,
                 constraints=cons,
+                ranker_scores=ranker_scores,
+                llm_weight=ctx.settings.planner.llm_weight,
             )
             best = ranked.options[0]
             return {

@@ -44,6 +44,13 @@ class PlannerConfig(BaseModel):
         "retrieval rank). 2.0 was best for the untuned SmolLM2 on 100 held-out val prompts; "
         "0 ranks by the LLM alone (for a fine-tuned planner).",
     )
+    llm_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Rank mode over the learned ranker: option score = ranker score + "
+        "llm_weight * log-likelihood (tuned on held-out val pairs); an index without a ranker "
+        "uses rank_prior instead.",
+    )
     backend: Literal["embedded", "openai"] = Field(
         default="embedded", description="embedded: SmolLM2 in-process; openai: an endpoint."
     )
@@ -221,20 +228,29 @@ def plan_rank(
     variant_cards: int = 0,
     retrieval_weight: float = 0.0,
     constraints: Constraints | None = None,
+    ranker_scores: list[float] | None = None,
+    llm_weight: float = 1.0,
 ) -> RankResult:
     """Score every candidate card's answer (and size variants of the best) and sort them.
 
-    Options are sorted by `score` = logprob - retrieval_weight * ln(1 + retrieval rank): the
-    index's order (`candidates`) is a prior beside the LLM's p_i, applied here once: the agent
-    passes its configured `rank_prior` (2.0 was best for the untuned SmolLM2 on 100 held-out
-    val prompts); the default 0 ranks by the LLM alone (e.g. with an RRHF-tuned adapter).
+    With `ranker_scores` (the learned ranker's, one per candidate), options are sorted by
+    `score` = ranker score + llm_weight * logprob. Without them, by logprob -
+    retrieval_weight * ln(1 + retrieval rank): the index's order (`candidates`) is a prior
+    beside the LLM's p_i; the agent passes its configured `rank_prior`, and the default 0 ranks
+    by the LLM alone.
     `variant_cards` > 0 also scores the other aspect sizes of the best cards; off by default so
     that every mode gives a card the same parameters.
     """
     _check_inputs(prompt, candidates)
     cons = constraints or Constraints(prompt=prompt, negative_prompt=negative_prompt)
-    if retrieval_weight < 0:
-        raise ValueError(f"retrieval_weight must be >= 0, got {retrieval_weight}")
+    if retrieval_weight < 0 or llm_weight < 0:
+        raise ValueError(
+            f"retrieval_weight and llm_weight must be >= 0, got {retrieval_weight}, {llm_weight}"
+        )
+    if ranker_scores is not None and len(ranker_scores) != len(candidates):
+        raise ValueError(
+            f"{len(ranker_scores)} ranker scores for {len(candidates)} candidates; one each"
+        )
     started = time.perf_counter()
     messages = prompts.rank_messages(prompt, negative_prompt)
     entries: list[tuple[int, tuple[int, int], str]] = []
@@ -246,6 +262,8 @@ def plan_rank(
     )
 
     def fused(row: tuple[float, tuple[int, tuple[int, int], str]]) -> float:
+        if ranker_scores is not None:
+            return ranker_scores[row[1][0]] + llm_weight * row[0]
         return row[0] - retrieval_weight * math.log1p(row[1][0])
 
     best = sorted(scored, key=lambda row: -fused(row))[:variant_cards]

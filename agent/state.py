@@ -39,6 +39,8 @@ class State(InputState):
     """Things to tell the user about this turn (truncation, missing weights)."""
     candidates: list[int] = field(default_factory=list)
     """Version ids of the retrieved cards, best first."""
+    candidate_scores: list[float] = field(default_factory=list)
+    """The learned ranker's score of each candidate (empty when the index has no ranker)."""
     plan: dict[str, Any] | None = None
     """The planner's API before validation (parsed JSON, may be wrong)."""
     plan_raw: str = ""

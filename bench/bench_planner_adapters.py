@@ -1,157 +1,203 @@
-"""Rank mode with planner adapters vs the candidate source alone, on held-out pairs.
+"""Rank mode on top of the learned ranker: stock, SFT and RRHF planners against the ranker alone.
 
-Run (stock planner, SFT and RRHF adapters, 200 test pairs, the ranked index as candidates):
+Run (the issue-9 figures: every test pair, the weight tuned on 500 held-out val pairs):
 
     .venv/bin/python bench/bench_planner_adapters.py --catalog /tmp/catalog-full \
-        --index-dir /tmp/catalog-full/index-eval-test --split test --limit 200 \
-        --adapter sft=agent/adapters/planner-rank --adapter rrhf=/tmp/rrhf
+        --adapter sft=/tmp/sft --adapter rrhf=agent/adapters/planner-rank \
+        --work /tmp/bench-planner --json /tmp/bench-planner/figures.json
 
-Candidates are the ranked index's top-k (an evaluation index that left the split's images out),
-or, without --index-dir, the ranker's lexical first stage over evidence without the test split's
-images. For every planner the same candidates are scored by `plan_rank` (LLM log-likelihood
-minus rank_prior * ln(1 + retrieval rank), as in the agent); figures: model top-1, version top-1,
-how often the planner changed the source's first card, and plan latency p50/p95.
+Candidates are the agent's: the ranker's top-k cards, one version per model, with the ranker's
+scores, from the evaluation index that left the test images out of the evidence
+(`index build --exclude-split test`). Val pairs that tuned the weight are left out of their
+card's evidence (as the ranker trains) and are not the ranker's early-stopping pairs. Each
+planner scores every candidate's rank-mode answer line (`plan_rank`); the option score is
+ranker score + w * log-likelihood, with w chosen on val from a grid and then applied to test.
+LLM scores are cached per planner and split in `--work` (a rerun resumes). Figures: model
+top-1 and version top-1 on test, how often the planner changed the ranker's first card, and
+the planner's scoring latency p50/p95.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
-from math import log1p
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-from diffagent.agent.planner import PlannerConfig, make_backend, plan_rank
+from diffagent.agent.planner import PlannerBackend, PlannerConfig, make_backend, plan_rank
 from diffagent.cards import ModelCard
+from diffagent.finetune.candidates import ranker_top
 from diffagent.index.catalog import Catalog
+from diffagent.index.search import CatalogIndex
+from diffagent.index.search.ranked import split_queries, training_queries
+from diffagent.index.search.ranker import RankerConfig, sample_queries
+
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0)
+Query = tuple[str, int, int]
+Candidates = list[tuple[list[ModelCard], list[float]]]
 
 
-def read_split(catalog: Catalog, split: str, limit: int, seed: int) -> list[dict[str, Any]]:
-    """A seeded sample of a split's pairs whose card is in the catalog."""
-    rows = []
-    path = catalog.directory / "pairs" / f"{split}.jsonl"
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            version_id = row.get("api", {}).get("version_id")
-            if row.get("instruction", {}).get("prompt") and catalog.get(version_id or -1):
-                rows.append(row)
-    return random.Random(seed).sample(rows, min(limit, len(rows)))
+def negatives(catalog: Catalog) -> dict[int, str]:
+    """Negative prompt of every pair, by image id."""
+    out: dict[int, str] = {}
+    for split in ("val", "test"):
+        with (catalog.directory / "pairs" / f"{split}.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                out[int(row["image_id"])] = str(row["instruction"].get("negative_prompt") or "")
+    return out
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+def llm_scores(
+    backend: PlannerBackend,
+    queries: list[Query],
+    candidates: Candidates,
+    negative: dict[int, str],
+    cache: Path,
+    desc: str,
+) -> list[dict[str, Any]]:
+    """The planner's log-likelihood of each candidate, cached in `cache` (JSON lines, resumed)."""
+    rows = [json.loads(line) for line in cache.open(encoding="utf-8")] if cache.is_file() else []
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("a", encoding="utf-8") as handle:
+        todo = list(zip(queries, candidates, strict=True))[len(rows) :]
+        for (prompt, _, image_id), (cards, _) in tqdm(todo, desc=desc, file=sys.stderr):
+            result = plan_rank(backend, prompt, negative.get(image_id, ""), cards, variant_cards=0)
+            by_rank = {option.retrieval_rank: option.logprob for option in result.options}
+            row = {
+                "image_id": image_id,
+                "llm": [round(by_rank[r], 5) for r in range(len(cards))],
+                "ms": round(result.latency_ms, 1),
+            }
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            rows.append(row)
+    return rows
+
+
+def choices(candidates: Candidates, rows: list[dict[str, Any]], weight: float) -> list[ModelCard]:
+    """The first card of each query under ranker score + weight * log-likelihood."""
+    picked = []
+    for (cards, scores), row in zip(candidates, rows, strict=True):
+        fused = np.asarray(scores) + weight * np.asarray(row["llm"])
+        picked.append(cards[int(np.argmax(fused))])  # argmax: the first of equal scores
+    return picked
+
+
+def accuracy(picked: list[ModelCard], queries: list[Query], catalog: Catalog) -> dict[str, float]:
+    """Model top-1 and version top-1 of the picked cards."""
+    model = version = 0
+    for card, (_, version_id, _) in zip(picked, queries, strict=True):
+        truth = catalog.cards[version_id]
+        model += card.model_id == truth.model_id
+        version += card.version_id == version_id
+    n = max(1, len(queries))
+    return {"model_top1": round(model / n, 4), "version_top1": round(version / n, 4)}
 
 
 def main() -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", type=Path, required=True)
-    parser.add_argument("--index-dir", type=Path, help="ranked index (else the first stage)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--top-k", type=int, default=8)
-    parser.add_argument(
-        "--rank-priors", default="2.0", help="comma-separated rank_prior values (one LLM pass)"
-    )
+    parser.add_argument("--catalog", type=Path, default=Path("/tmp/catalog-full"))
+    parser.add_argument("--index-dir", type=Path, help="default: CATALOG/index-eval-test")
+    parser.add_argument("--val", type=int, default=500, help="val pairs that tune the weight")
+    parser.add_argument("--test", type=int, default=None, help="test pairs (default: all)")
+    parser.add_argument("--top-k", type=int, default=5, help="candidates (distinct models)")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock planner")
     parser.add_argument("--adapter", action="append", default=[], help="NAME=PATH (repeatable)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-planner"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    priors = [float(v) for v in args.rank_priors.split(",") if v.strip()]
-    catalog = Catalog.load(args.catalog)
-    pairs = read_split(catalog, args.split, args.limit, args.seed)
-    source = "ranker" if args.index_dir else "first stage"
-    candidates: list[list[ModelCard]] = []
     started = time.perf_counter()
-    if args.index_dir:
-        from diffagent.index.search import CatalogIndex
-
-        with CatalogIndex.open(args.catalog, args.index_dir) as index:
-            for pair in tqdm(pairs, desc="candidates", file=sys.stderr):
-                hits = index.query(pair["instruction"]["prompt"], args.top_k)
-                candidates.append([hit.card for hit in hits])
-    else:
-        from diffagent.finetune.candidates import first_stage_source
-        from diffagent.finetune.data import Pair
-
-        first = first_stage_source(catalog, args.top_k)
-        for pair in tqdm(pairs, desc="candidates", file=sys.stderr):
-            prompt = pair["instruction"]["prompt"]
-            candidates.append(first(Pair(prompt, "", int(pair["api"]["version_id"]), -1, {})))
+    index = CatalogIndex.open(args.catalog, args.index_dir, exclude_split="test")
+    catalog, ranked = index.catalog, index.ranked
+    if ranked is None or ranked.ranker is None:
+        raise SystemExit("the evaluation index has no ranker: `diffagent index build` it first")
+    train_q, val_q = training_queries(ranked.index, catalog)
+    stopping = set(sample_queries(val_q, RankerConfig().val_queries, RankerConfig().seed))
+    val = [q for q in val_q if q not in stopping][: args.val]
+    test = split_queries(catalog, "test")[: args.test]
+    vectors = index.embedding_function.embed_queries([q for q, _, _ in test])
+    candidates = {
+        "val": ranker_top(ranked, val, args.top_k, leave_one_out=True, show_progress=True),
+        "test": ranker_top(
+            ranked, test, args.top_k, leave_one_out=False, vectors=vectors, show_progress=True
+        ),
+    }
+    queries = {"val": val, "test": test}
     print(
-        f"{len(pairs)} {args.split} pairs; candidates ({source}) in "
+        f"{len(val)} val and {len(test)} test pairs; candidates (top {args.top_k} models) in "
         f"{time.perf_counter() - started:.0f} s",
         file=sys.stderr,
     )
-
-    def figures(orders: list[list[ModelCard]], latencies: list[float]) -> dict[str, float]:
-        model1 = version1 = changed = 0
-        for pair, order, cards in zip(pairs, orders, candidates, strict=True):
-            truth = catalog.get(int(pair["api"]["version_id"]))
-            assert truth is not None
-            if order:
-                model1 += order[0].model_id == truth.model_id
-                version1 += order[0].version_id == truth.version_id
-                changed += order[0].version_id != cards[0].version_id
-        n = max(1, len(pairs))
-        row = {"n": float(len(pairs)), "model_top1": model1 / n, "version_top1": version1 / n}
-        row["changed_first"] = changed / n
-        if latencies:
-            row["plan_p50_ms"] = percentile(latencies, 50)
-            row["plan_p95_ms"] = percentile(latencies, 95)
-        return row
-
-    results = {source: figures(candidates, [])}
+    ranker_first = {s: [cards[0] for cards, _ in candidates[s]] for s in candidates}
+    results: dict[str, dict[str, float]] = {"ranker": accuracy(ranker_first["test"], test, catalog)}
+    results["ranker"]["val_model_top1"] = accuracy(ranker_first["val"], val, catalog)["model_top1"]
+    results["ranker"]["oracle_model_top1"] = float(
+        np.mean(
+            [
+                catalog.cards[v].model_id in {card.model_id for card in cards}
+                for (cards, _), (_, v, _) in zip(candidates["test"], test, strict=True)
+            ]
+        )
+    )
     planners: list[tuple[str, Path | None]] = [] if args.no_stock else [("stock", None)]
-    for item in args.adapter:
-        name, _, path = item.partition("=")
-        planners.append((name, Path(path)))
+    planners += [(name, Path(path)) for name, _, path in (a.partition("=") for a in args.adapter)]
+    negative = negatives(catalog)
     for name, adapter in planners:
         backend = make_backend(PlannerConfig(adapter_path=adapter, threads=args.threads))
-        plan_rank(backend, "warm-up prompt", "", candidates[0][:2])
-        scored, latencies = [], []
-        for pair, cards in tqdm(list(zip(pairs, candidates, strict=True)), desc=name):
-            result = plan_rank(
+        plan_rank(backend, "warm-up prompt", "", candidates["test"][0][0][:2])
+        rows = {
+            split: llm_scores(
                 backend,
-                pair["instruction"]["prompt"],
-                pair["instruction"].get("negative_prompt", ""),
-                cards,
+                queries[split],
+                candidates[split],
+                negative,
+                args.work / f"{name}-{split}.jsonl",
+                f"{name} {split}",
             )
-            scored.append([(o.logprob, o.retrieval_rank) for o in result.options])
-            latencies.append(result.latency_ms)
-        for prior in priors:
-            # The same fused score as plan_rank's: logprob - prior * ln(1 + retrieval rank).
-            orders = [
-                [
-                    cards[r]
-                    for _, r in sorted(rows, key=lambda x: (-(x[0] - prior * log1p(x[1])), x[1]))
-                ]
-                for rows, cards in zip(scored, candidates, strict=True)
-            ]
-            key = f"{name} p={prior:g}"
-            results[key] = figures(orders, latencies)
-            print(json.dumps({key: results[key]}), file=sys.stderr)
+            for split in ("val", "test")
+        }
+        tuned = {
+            w: accuracy(choices(candidates["val"], rows["val"], w), val, catalog) for w in WEIGHTS
+        }
+        weight = max(WEIGHTS, key=lambda w: (tuned[w]["model_top1"], -w))
+        picked = choices(candidates["test"], rows["test"], weight)
+        latencies = [row["ms"] for row in rows["test"]]
+        results[name] = {
+            **accuracy(picked, test, catalog),
+            "weight": weight,
+            "val_model_top1": tuned[weight]["model_top1"],
+            "changed_first": round(
+                float(
+                    np.mean([a is not b for a, b in zip(picked, ranker_first["test"], strict=True)])
+                ),
+                4,
+            ),
+            "llm_alone_model_top1": accuracy(
+                choices(candidates["test"], rows["test"], 1e6), test, catalog
+            )["model_top1"],
+            "plan_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+            "plan_p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        }
+        print(json.dumps({name: results[name]}), file=sys.stderr)
 
-    names = list(next(iter(results.values())))
-    print(f"\n{'figure':<16}" + "".join(f"{m:>16}" for m in results))
-    for key in names:
-        print(
-            f"{key:<16}" + "".join(f"{results[m].get(key, float('nan')):>16.3f}" for m in results)
-        )
-    print(f"\n(n={len(pairs)} {args.split} pairs, top_k={args.top_k}, p = rank_prior)")
+    keys = sorted({key for row in results.values() for key in row})
+    print(f"\n{'figure':<22}" + "".join(f"{name:>12}" for name in results))
+    for key in keys:
+        cells = "".join(f"{results[n].get(key, float('nan')):>12.4g}" for n in results)
+        print(f"{key:<22}{cells}")
+    print(f"\n(test: {len(test)} pairs; weight tuned on {len(val)} val pairs; top {args.top_k})")
     if args.json:
-        args.json.write_text(json.dumps({"source": source, "figures": results}, indent=2))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"top_k": args.top_k, "figures": results}, indent=2))
     return 0
 
 

@@ -12,7 +12,9 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from diffagent.agent.planner import extract_json_object
 from diffagent.agent.understand import Constraints
@@ -20,6 +22,9 @@ from diffagent.agent.validate import validate_and_repair
 from diffagent.cards import ModelCard
 from diffagent.finetune.data import CandidateSource, Format, Pair, prompt_messages, rank_answer
 from diffagent.index.catalog import Catalog
+
+if TYPE_CHECKING:
+    from diffagent.index.search.ranked import RankedSearch
 
 SampleMethod = Literal["multinomial", "beam"]
 _MARKER = re.compile(r"\s*\((?:LoRA|SDXL|LoRA, SDXL)\)\s*$")
@@ -42,16 +47,131 @@ def resolve(part: dict[str, Any], catalog: Catalog, pair: Pair) -> tuple[ModelCa
     return result.card, result.hallucinated
 
 
-def ranker_source(catalog: Catalog, index_dir: Path | None, k: int) -> CandidateSource:
-    """Candidate source from the ranked index: its top-k cards for the pair's prompt."""
+def ranker_source(
+    catalog: Catalog, index_dir: Path | None, k: int, *, distinct_models: bool = True
+) -> CandidateSource:
+    """Candidate source from the learned ranker: its top-k cards for the pair's prompt.
+
+    As the ranker is trained, the pair's own image is left out of its card's evidence (a train
+    pair's prompt is in the index's evidence: without this, its card would nearly always come
+    first and teach nothing). With `distinct_models`, one version per model, as the agent's
+    retrieval shows them. An index without a ranker gives its plain query results.
+    """
     from diffagent.index.search import CatalogIndex
 
     index = CatalogIndex.open(catalog.directory, index_dir)
+    ranked = index.ranked
 
     def source(pair: Pair) -> list[ModelCard]:
-        return [hit.card for hit in index.query(pair.prompt, k)]
+        if ranked is None or ranked.ranker is None:
+            cards = [hit.card for hit in index.query(pair.prompt, 3 * k)]
+            return top_cards(cards, k, distinct_models=distinct_models)
+        query = (" ".join(pair.prompt.split()), pair.version_id, pair.image_id)
+        [(cards, _)] = ranker_top(
+            ranked, [query], k, leave_one_out=True, distinct_models=distinct_models
+        )
+        return cards
 
     return source
+
+
+def ranker_top(
+    ranked: RankedSearch,
+    queries: list[tuple[str, int, int]],
+    k: int,
+    *,
+    leave_one_out: bool,
+    vectors: np.ndarray | None = None,
+    distinct_models: bool = True,
+    show_progress: bool = False,
+) -> list[tuple[list[ModelCard], list[float]]]:
+    """The ranker's top-k cards and their scores for (prompt, version id, image id) queries.
+
+    `leave_one_out` leaves each query's own image out of its card's evidence (queries whose
+    image the index holds); `vectors` are the queries' embeddings where they are not evidence
+    prompts (the dense features need them).
+    """
+    from diffagent.index.search.ranker import ranking_data
+
+    if ranked.ranker is None:
+        raise ValueError("the index has no trained ranker; build it with `diffagent index build`")
+    data = ranking_data(
+        ranked.index,
+        queries,
+        leave_one_out=leave_one_out,
+        vectors=vectors,
+        show_progress=show_progress,
+        desc="ranker",
+    )
+    scores = ranked.ranker.score(data.features)
+    out: list[tuple[list[ModelCard], list[float]]] = []
+    offset = 0
+    for rows, size in zip(data.candidates, data.groups, strict=True):
+        block = scores[offset : offset + size]
+        offset += size
+        cards: list[ModelCard] = []
+        kept: list[float] = []
+        seen: set[int] = set()
+        for i in np.argsort(-block, kind="stable"):
+            card = ranked.index.cards[int(rows[i])]
+            if distinct_models and card.model_id in seen:
+                continue
+            seen.add(card.model_id)
+            cards.append(card)
+            kept.append(float(block[i]))
+            if len(cards) == k:
+                break
+        out.append((cards, kept))
+    return out
+
+
+def ranker_train_images(catalog: Catalog, index_dir: Path | None) -> frozenset[int]:
+    """Image ids of the train pairs the index's ranker learned from (default RankerConfig).
+
+    The planner learns to fix the ranker's mistakes: on the ranker's own training queries it
+    makes few, so they teach little and are left out of the planner's groups.
+    """
+    from diffagent.index.search import CatalogIndex
+    from diffagent.index.search.ranked import training_queries
+    from diffagent.index.search.ranker import RankerConfig, sample_queries
+
+    ranked = CatalogIndex.open(catalog.directory, index_dir).ranked
+    if ranked is None or ranked.ranker is None:
+        return frozenset()
+    config = RankerConfig()
+    train, _ = training_queries(ranked.index, catalog)
+    return frozenset(
+        image for _, _, image in sample_queries(train, config.train_queries, config.seed)
+    )
+
+
+def with_gold(source: CandidateSource, catalog: Catalog, k: int) -> CandidateSource:
+    """A source whose k cards always hold the pair's own card (it replaces the last if absent).
+
+    With the catalog reward the pair's card is the best response; without it a group of equal
+    rewards would train the cross-entropy on the ranker's first card, right or wrong.
+    """
+    from diffagent.finetune.data import with_truth
+
+    def source_with_gold(pair: Pair) -> list[ModelCard]:
+        truth = catalog.get(pair.version_id)
+        cards = source(pair)
+        return cards if truth is None else with_truth(cards, truth, k)
+
+    return source_with_gold
+
+
+def top_cards(cards: list[ModelCard], k: int, *, distinct_models: bool = True) -> list[ModelCard]:
+    """The first k cards, keeping only the first version of each model when asked."""
+    if not distinct_models:
+        return cards[:k]
+    seen: set[int] = set()
+    kept = []
+    for card in cards:
+        if card.model_id not in seen:
+            seen.add(card.model_id)
+            kept.append(card)
+    return kept[:k]
 
 
 def first_stage_source(catalog: Catalog, k: int) -> CandidateSource:

@@ -19,6 +19,7 @@ Run (catalog reward over the ranker's candidates, on top of the SFT adapter):
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,9 @@ class RRHFRunConfig(TrainingRunConfig):
     reward: Literal["catalog", "unified"] = "catalog"
     candidates: int = Field(default=2, ge=0, description="m samples from the SFT model.")
     ranker_k: int = Field(default=6, ge=1, description="Ranker cards per prompt.")
+    gold: bool = Field(
+        default=True, description="Put the pair's own card among the ranker's (catalog reward)."
+    )
     seeds: int = Field(default=2, ge=1, description="k images per response (unified).")
     groups: Path | None = Field(default=None, description="Existing groups.jsonl to train on.")
     ray: bool = False
@@ -234,18 +238,29 @@ def load_policy(config: RRHFRunConfig) -> tuple[Any, Any, Any]:
 
 def build_groups(config: RRHFRunConfig, model: Any, tokenizer: Any) -> list[dict[str, Any]]:
     """RRHF groups for train pairs: candidates (SFT samples, ranker, default) and rewards."""
-    from diffagent.finetune.candidates import first_stage_source, model_sampler, ranker_source
+    from diffagent.finetune.candidates import (
+        first_stage_source,
+        model_sampler,
+        ranker_source,
+        ranker_train_images,
+        with_gold,
+    )
     from diffagent.finetune.ray_jobs import RewardSpec, build_groups_local, build_groups_ray
     from diffagent.index.catalog import Catalog
 
     catalog = Catalog.load(config.catalog)
-    pairs = read_pairs(config.catalog, "train", limit=config.max_examples, seed=config.seed)
-    pairs = [p for p in pairs if catalog.get(p.version_id) is not None]
+    pairs = [p for p in read_pairs(config.catalog, "train") if catalog.get(p.version_id)]
     if config.index_dir is not None:
+        seen = ranker_train_images(catalog, config.index_dir)
+        pairs = [p for p in pairs if p.image_id not in seen]
         ranked = ranker_source(catalog, config.index_dir, config.ranker_k)
     else:
         ranked = first_stage_source(catalog, config.ranker_k)
-    sampler = model_sampler(model, tokenizer, "rank")
+    if config.max_examples is not None and len(pairs) > config.max_examples:
+        pairs = random.Random(config.seed).sample(pairs, config.max_examples)
+    if config.gold:
+        ranked = with_gold(ranked, catalog, config.ranker_k)
+    sampler = model_sampler(model, tokenizer, "rank") if config.candidates else None
     spec = RewardSpec(config.reward, config.catalog, config.seeds, *_image_settings(config))
     n = config.ranker_k + config.candidates
     if config.ray:

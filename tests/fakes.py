@@ -135,6 +135,7 @@ _SETTING_PATHS = {
     "top_k": "index.top_k",
     "mode": "planner.mode",
     "rank_prior": "planner.rank_prior",
+    "llm_weight": "planner.llm_weight",
     "checkpoint_db": "paths.database",
     "ephemeral": "paths.ephemeral",
     "output_dir": "paths.output_dir",

@@ -82,6 +82,13 @@ def register_rrhf(actions: Any) -> None:
         "--candidates", type=int, default=2, help="m samples from the SFT model per prompt."
     )
     rrhf.add_argument("--ranker-k", type=int, default=6, help="Ranker candidates per prompt.")
+    rrhf.add_argument(
+        "--no-gold",
+        dest="gold",
+        action="store_false",
+        default=None,
+        help="Do not put the pair's own card in its group (catalog reward).",
+    )
     rrhf.add_argument("--seeds", type=int, default=2, help="k images per response (unified).")
     rrhf.add_argument(
         "--groups", type=Path, default=None, help="Reuse a groups.jsonl instead of building one."

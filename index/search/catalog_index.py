@@ -226,6 +226,11 @@ class CatalogIndex:
 
     # ----- querying -----
 
+    @property
+    def ranker_scores(self) -> bool:
+        """Whether `query` scores come from the learned ranker (rank mode fuses them)."""
+        return self.ranked is not None and self.ranked.ranker is not None
+
     def query(
         self,
         text: str,

@@ -260,3 +260,22 @@ def test_rank_prior_weighs_retrieval_against_the_planner(tmp_path, index, prior,
     agent = make_agent(tmp_path, index, backend, rank_prior=prior, top_k=10)
     turn = agent.reply(agent.new_session(), "neon cyberpunk city at night")
     assert turn.api is not None and turn.api.model == expected
+
+
+class RankerScoredIndex(FakeIndex):
+    """A fake index whose scores stand for a learned ranker's (rank mode fuses them)."""
+
+    ranker_scores = True
+
+
+@pytest.mark.parametrize(("weight", "expected"), [(1.0, "CyberCity"), (10.0, "Watercolor LoRA")])
+def test_rank_mode_fuses_ranker_scores_with_the_planner(
+    tmp_path, catalog, weight, expected
+) -> None:
+    index = RankerScoredIndex(catalog)
+    hits = {hit.card.name: hit.score for hit in index.query("neon city at night", 10)}
+    assert hits["CyberCity"] - hits["Watercolor LoRA"] > 1.0  # the ranker prefers CyberCity
+    backend = ScriptedBackend(prefer=["Watercolor LoRA"])  # the planner by 1.0 log-likelihood
+    agent = make_agent(tmp_path, index, backend, llm_weight=weight, rank_prior=0.0, top_k=10)
+    turn = agent.reply(agent.new_session(), "neon city at night")
+    assert turn.api is not None and turn.api.model == expected

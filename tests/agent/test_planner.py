@@ -283,3 +283,36 @@ def test_retrieval_weight_keeps_the_index_order_as_a_prior() -> None:
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(ValueError, match="retrieval_weight"):
         plan_rank(WordOverlapBackend(), prompt, "", CARDS, retrieval_weight=-1)
+
+
+def test_ranker_scores_fuse_with_the_log_likelihood_by_llm_weight() -> None:
+    prompt = "anime girl with pastel hair"
+    llm_alone = plan_rank(WordOverlapBackend(), prompt, "", CARDS, variant_cards=0)
+    logprob = {o.card.version_id: o.logprob for o in llm_alone.options}
+    gap = logprob[22] - logprob[11]
+    assert gap > 0  # the LLM prefers 22 (Anime Pastel); the ranker will prefer 11 (Photon)
+    ranker = [1.0, 0.0, -5.0, -5.0]
+
+    def fused(weight: float) -> list[int]:
+        result = plan_rank(
+            WordOverlapBackend(),
+            prompt,
+            "",
+            CARDS,
+            variant_cards=0,
+            ranker_scores=ranker,
+            llm_weight=weight,
+            retrieval_weight=50.0,  # ignored when ranker scores are given
+        )
+        for option in result.options:
+            expected = ranker[option.retrieval_rank] + weight * logprob[option.card.version_id]
+            assert option.score == pytest.approx(expected)
+        return [option.card.version_id for option in result.options]
+
+    assert fused(0.0)[:2] == [11, 22]  # the ranker alone
+    assert fused(0.5 / gap)[0] == 11  # the LLM's margin is worth less than the ranker's
+    assert fused(2.0 / gap)[0] == 22  # and more
+    with pytest.raises(ValueError, match="one each"):
+        plan_rank(WordOverlapBackend(), prompt, "", CARDS, ranker_scores=[1.0])
+    with pytest.raises(ValueError, match="llm_weight"):
+        plan_rank(WordOverlapBackend(), prompt, "", CARDS, ranker_scores=ranker, llm_weight=-1)

@@ -206,3 +206,17 @@ def test_unified_reward_generates_and_scores_each_response_once(
         UnifiedReward(
             catalog, generator, UnifiedScorer(config.model_copy(update={"cache_path": None}))
         )
+
+
+def test_with_gold_puts_the_pairs_card_among_the_ranker_cards(catalog) -> None:
+    from diffagent.finetune.candidates import top_cards, with_gold
+
+    others = [catalog.get(v) for v in (1301, 2001, 1101)]
+    source = with_gold(lambda pair: list(others), catalog, 3)
+    cards = source(pair_of(1201))
+    assert [c.version_id for c in cards] == [1301, 2001, 1201]  # replaces the last
+    assert [c.version_id for c in source(pair_of(2001))] == [1301, 2001, 1101]  # already there
+    # one version per model: 1001 and 1002 are versions of model 100
+    two = top_cards([catalog.get(v) for v in (1001, 1002, 2001)], 3)
+    assert [c.version_id for c in two] == [1001, 2001]
+    assert len(top_cards([catalog.get(v) for v in (1001, 1002)], 3, distinct_models=False)) == 2

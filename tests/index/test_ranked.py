@@ -113,6 +113,8 @@ def test_ranker_trains_once_and_ranks_the_style_card_first(tmp_path: Path) -> No
         hits = index.query("brontide style, a lighthouse at night", k=3)
         assert hits and hits[0].card.name == "Brontide Mix"
         assert index.query("brontide style", k=3, base_model="SDXL 1.0") == []
+        assert index.ranker_scores  # rank mode may fuse these scores
+        _check_ranker_candidates(index, catalog)
     info = json.loads((index.index_dir / "ranker" / "ranker.json").read_text())
     assert info["features"] and info["digest"]
     scores = np.array([hit.score for hit in hits])
@@ -136,3 +138,22 @@ def test_training_queries_find_their_evidence_embedding(tmp_path: Path) -> None:
     data = ranking_data(search.index, queries, leave_one_out=True, show_progress=False)
     dense = data.features[:, FEATURES.index("cosine_mean")]
     assert np.all(dense[data.labels == 2] > 0)
+
+
+def _check_ranker_candidates(index: CatalogIndex, catalog: Catalog) -> None:
+    """The planner's candidates: the ranker's top cards, one version per model, scored."""
+    from diffagent.finetune.candidates import ranker_source, ranker_top, ranker_train_images
+    from diffagent.finetune.data import read_pairs
+
+    assert index.ranked is not None
+    train = split_queries(catalog, "train")
+    (cards, scores), *_ = ranker_top(index.ranked, train[:5], 4, leave_one_out=True)
+    assert len({card.model_id for card in cards}) == len(cards) == 4
+    assert scores == sorted(scores, reverse=True)
+    both, _ = ranker_top(index.ranked, train[:1], 4, leave_one_out=True, distinct_models=False)[0]
+    assert len({card.model_id for card in both}) < 4  # both versions of the style model
+    pair = read_pairs(catalog.directory, "train")[0]
+    picked = ranker_source(catalog, index.index_dir, 3)(pair)
+    assert catalog.cards[pair.version_id].model_id == picked[0].model_id
+    seen = ranker_train_images(catalog, index.index_dir)
+    assert seen and seen <= {image for _, _, image in train}
