@@ -291,14 +291,15 @@ def plan_with(
         }
     try:
         if ctx.settings.planner.mode == "rank":
+            scored = ctx.settings.planner.rank_candidates
             ranked = planner.plan_rank(
                 ctx.backend,
                 cons.query,
                 cons.negative_prompt,
-                cards,
+                cards[:scored],
                 retrieval_weight=ctx.settings.planner.rank_prior,
                 constraints=cons,
-                ranker_scores=ranker_scores,
+                ranker_scores=ranker_scores[:scored] if ranker_scores else None,
                 llm_weight=ctx.settings.planner.llm_weight,
             )
             best = ranked.options[0]
@@ -307,7 +308,8 @@ def plan_with(
                 "plan_source": "planner",
                 "reason": f"the planner ranked it first of {len(ranked.options)} options "
                 f"(log-likelihood {best.logprob:.2f}, retrieval rank {best.retrieval_rank + 1})",
-                "ranking": [card.version_id for card in ranked.cards()],
+                "ranking": [card.version_id for card in ranked.cards()]
+                + [card.version_id for card in cards[scored:]],
             }
         generated = planner.plan_generate(ctx.backend, cons.query, cons.negative_prompt, cards)
     except Exception as error:  # noqa: BLE001 - a broken planner must not end the conversation

@@ -51,6 +51,13 @@ class PlannerConfig(BaseModel):
         "llm_weight * log-likelihood (tuned on held-out val pairs); an index without a ranker "
         "uses rank_prior instead.",
     )
+    rank_candidates: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Rank mode scores only the first N retrieved cards (one LLM pass each); "
+        "the rest follow in retrieval order. Fewer is faster.",
+    )
     backend: Literal["embedded", "openai"] = Field(
         default="embedded", description="embedded: SmolLM2 in-process; openai: an endpoint."
     )

@@ -100,6 +100,32 @@ def accuracy(picked: list[ModelCard], queries: list[Query], catalog: Catalog) ->
     return {"model_top1": round(model / n, 4), "version_top1": round(version / n, 4)}
 
 
+def plot_curves(
+    curves: dict[str, dict[str, list[float]]], ranker: dict[str, float], path: Path
+) -> None:
+    """Model top-1 against the LLM weight, val and test, one line per planner."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, split in zip(axes, ("val", "test"), strict=True):
+        for name, curve in curves.items():
+            ax.plot(WEIGHTS, curve[split], marker="o", label=name)
+        ax.axhline(ranker[f"{'val_' if split == 'val' else ''}model_top1"], color="k", ls="--")
+        ax.set_title(f"{split}: ranker alone (dashed) vs ranker + w * LLM")
+        ax.set_xlabel("w (LLM log-likelihood weight)")
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("model top-1")
+    axes[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -113,6 +139,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-planner"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--plot", type=Path, help="model top-1 against the weight, PNG")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -151,6 +178,7 @@ def main() -> int:
     planners: list[tuple[str, Path | None]] = [] if args.no_stock else [("stock", None)]
     planners += [(name, Path(path)) for name, _, path in (a.partition("=") for a in args.adapter)]
     negative = negatives(catalog)
+    curves: dict[str, dict[str, list[float]]] = {}
     for name, adapter in planners:
         backend = make_backend(PlannerConfig(adapter_path=adapter, threads=args.threads))
         plan_rank(backend, "warm-up prompt", "", candidates["test"][0][0][:2])
@@ -170,6 +198,15 @@ def main() -> int:
         }
         weight = max(WEIGHTS, key=lambda w: (tuned[w]["model_top1"], -w))
         picked = choices(candidates["test"], rows["test"], weight)
+        curves[name] = {
+            split: [
+                accuracy(choices(candidates[split], rows[split], w), queries[split], catalog)[
+                    "model_top1"
+                ]
+                for w in WEIGHTS
+            ]
+            for split in ("val", "test")
+        }
         latencies = [row["ms"] for row in rows["test"]]
         results[name] = {
             **accuracy(picked, test, catalog),
@@ -197,7 +234,10 @@ def main() -> int:
     print(f"\n(test: {len(test)} pairs; weight tuned on {len(val)} val pairs; top {args.top_k})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"top_k": args.top_k, "figures": results}, indent=2))
+        figures = {"top_k": args.top_k, "weights": WEIGHTS, "figures": results, "curves": curves}
+        args.json.write_text(json.dumps(figures, indent=2))
+    if args.plot:
+        plot_curves(curves, results["ranker"], args.plot)
     return 0
 
 

@@ -5,9 +5,10 @@ Run (a few minutes with --limit 100 on 2 CPU cores):
     .venv/bin/python bench/bench_select.py --catalog /tmp/catalog-full --limit 100
 
 Prints, in one run, model top-1/top-5 and version top-1 for the retrieval-only baseline (the
-index's ranking), `rank` (LLM log-likelihood plus the retrieval prior), `rank-llm` (the LLM
-alone) and `generate`; the hallucination rate of `generate` before repair and
-after (0 by construction, checked here); and select latency p50/p95 per mode with the planner.
+index's ranking), `rank` (over a learned ranker: ranker score + --llm-weight * the LLM's
+log-likelihood; else the log-likelihood plus the retrieval prior), `rank-llm` (the LLM alone)
+and `generate`; the hallucination rate of `generate` before repair and after (0 by
+construction, checked here); and select latency p50/p95 per mode with the planner.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> int:
         help="rank-llm is rank with --rank-prior 0 (the LLM's log-likelihood alone)",
     )
     parser.add_argument("--rank-prior", type=float, default=2.0)
+    parser.add_argument(
+        "--llm-weight", type=float, default=1.0, help="rank mode over a learned ranker's scores"
+    )
     parser.add_argument("--planner", choices=["embedded", "openai"], default="embedded")
     parser.add_argument("--base-url")
     parser.add_argument("--adapter", type=Path)
@@ -88,6 +92,7 @@ def main() -> int:
                 update={
                     "mode": "rank" if mode == "rank-llm" else mode,
                     "rank_prior": 0.0 if mode == "rank-llm" else args.rank_prior,
+                    "llm_weight": 1e6 if mode == "rank-llm" else args.llm_weight,
                 }
             ),
             paths=PathSettings(ephemeral=True),

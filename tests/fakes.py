@@ -136,6 +136,7 @@ _SETTING_PATHS = {
     "mode": "planner.mode",
     "rank_prior": "planner.rank_prior",
     "llm_weight": "planner.llm_weight",
+    "rank_candidates": "planner.rank_candidates",
     "checkpoint_db": "paths.database",
     "ephemeral": "paths.ephemeral",
     "output_dir": "paths.output_dir",

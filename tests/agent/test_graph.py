@@ -257,7 +257,7 @@ def test_missing_weights_become_a_note(tmp_path, index) -> None:
 @pytest.mark.parametrize(("prior", "expected"), [(0.0, "Watercolor LoRA"), (50.0, "CyberCity")])
 def test_rank_prior_weighs_retrieval_against_the_planner(tmp_path, index, prior, expected) -> None:
     backend = ScriptedBackend(prefer=["Watercolor LoRA", "Watercolor LoRA"])
-    agent = make_agent(tmp_path, index, backend, rank_prior=prior, top_k=10)
+    agent = make_agent(tmp_path, index, backend, rank_prior=prior, top_k=10, rank_candidates=10)
     turn = agent.reply(agent.new_session(), "neon cyberpunk city at night")
     assert turn.api is not None and turn.api.model == expected
 
@@ -276,6 +276,21 @@ def test_rank_mode_fuses_ranker_scores_with_the_planner(
     hits = {hit.card.name: hit.score for hit in index.query("neon city at night", 10)}
     assert hits["CyberCity"] - hits["Watercolor LoRA"] > 1.0  # the ranker prefers CyberCity
     backend = ScriptedBackend(prefer=["Watercolor LoRA"])  # the planner by 1.0 log-likelihood
-    agent = make_agent(tmp_path, index, backend, llm_weight=weight, rank_prior=0.0, top_k=10)
+    agent = make_agent(
+        tmp_path, index, backend, llm_weight=weight, rank_prior=0.0, top_k=10, rank_candidates=10
+    )
     turn = agent.reply(agent.new_session(), "neon city at night")
     assert turn.api is not None and turn.api.model == expected
+
+
+def test_rank_mode_scores_only_the_first_rank_candidates(tmp_path, catalog) -> None:
+    index = RankerScoredIndex(catalog)
+    retrieved = [hit.card.name for hit in index.query("neon city at night", 10)]
+    assert retrieved.index("Watercolor LoRA") > 0
+    backend = ScriptedBackend(prefer=["Watercolor LoRA"])
+    agent = make_agent(
+        tmp_path, index, backend, llm_weight=10.0, rank_prior=0.0, top_k=10, rank_candidates=1
+    )
+    turn = agent.reply(agent.new_session(), "neon city at night")
+    assert turn.api is not None and turn.api.model == retrieved[0]  # the planner saw one card
+    assert len(turn.alternatives) >= 1  # the unscored cards still follow as alternatives
