@@ -117,6 +117,7 @@ def plot_curves(
         ax.set_title(f"{split}: ranker alone (dashed) vs ranker + w * LLM")
         ax.set_xlabel("w (LLM log-likelihood weight)")
         ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("model top-1")
     axes[0].legend()

@@ -66,7 +66,10 @@ def main() -> int:
     )
     parser.add_argument("--rank-prior", type=float, default=2.0)
     parser.add_argument(
-        "--llm-weight", type=float, default=1.0, help="rank mode over a learned ranker's scores"
+        "--llm-weight",
+        type=float,
+        default=PlannerConfig().llm_weight,
+        help="rank mode over a learned ranker's scores",
     )
     parser.add_argument("--planner", choices=["embedded", "openai"], default="embedded")
     parser.add_argument("--base-url")

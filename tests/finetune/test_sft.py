@@ -119,4 +119,6 @@ def test_shipped_adapter_is_in_the_package_and_small() -> None:
     assert config["peft_type"] == "LORA" and config["layers_to_transform"] == list(range(22, 30))
     assert 0 < weights.stat().st_size <= 10 * 1024 * 1024
     log = json.loads((folder / "training_log.json").read_text())
-    assert log["config"]["format"] == "rank" and log["summary"]["steps"] > 0
+    # SFT in rank format, then RRHF over rank-mode answer lines (make planner-adapter)
+    assert log["config"]["reward"] == "catalog" and log["config"]["sft"]
+    assert log["summary"]["steps"] > 0 and log["summary"]["responses_per_group"] > 1
