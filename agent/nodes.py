@@ -241,8 +241,8 @@ def retrieve_scored(
         # A stable sort: style-fitting cards first, each group in retrieval order.
         allowed.sort(key=lambda card: style_fit(card, styles) < 2.0)
     top = allowed[:top_k]
-    ranker_scores = bool(getattr(ctx.index, "ranker_scores", False))
-    return top, [score_of[card.version_id] for card in top] if ranker_scores and not styles else []
+    fuse = ctx.index.ranker_scores and not styles
+    return top, [score_of[card.version_id] for card in top] if fuse else []
 
 
 def plan_node(state: State, runtime: Runtime[AgentContext]) -> dict[str, Any]:

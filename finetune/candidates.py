@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -24,6 +23,7 @@ from diffagent.finetune.data import CandidateSource, Format, Pair, prompt_messag
 from diffagent.index.catalog import Catalog
 
 if TYPE_CHECKING:
+    from diffagent.index.search import CatalogIndex
     from diffagent.index.search.ranked import RankedSearch
 
 SampleMethod = Literal["multinomial", "beam"]
@@ -47,9 +47,7 @@ def resolve(part: dict[str, Any], catalog: Catalog, pair: Pair) -> tuple[ModelCa
     return result.card, result.hallucinated
 
 
-def ranker_source(
-    catalog: Catalog, index_dir: Path | None, k: int, *, distinct_models: bool = True
-) -> CandidateSource:
+def ranker_source(index: CatalogIndex, k: int, *, distinct_models: bool = True) -> CandidateSource:
     """Candidate source from the learned ranker: its top-k cards for the pair's prompt.
 
     As the ranker is trained, the pair's own image is left out of its card's evidence (a train
@@ -57,9 +55,6 @@ def ranker_source(
     first and teach nothing). With `distinct_models`, one version per model, as the agent's
     retrieval shows them. An index without a ranker gives its plain query results.
     """
-    from diffagent.index.search import CatalogIndex
-
-    index = CatalogIndex.open(catalog.directory, index_dir)
     ranked = index.ranked
 
     def source(pair: Pair) -> list[ModelCard]:
@@ -109,37 +104,28 @@ def ranker_top(
     for rows, size in zip(data.candidates, data.groups, strict=True):
         block = scores[offset : offset + size]
         offset += size
-        cards: list[ModelCard] = []
-        kept: list[float] = []
-        seen: set[int] = set()
-        for i in np.argsort(-block, kind="stable"):
-            card = ranked.index.cards[int(rows[i])]
-            if distinct_models and card.model_id in seen:
-                continue
-            seen.add(card.model_id)
-            cards.append(card)
-            kept.append(float(block[i]))
-            if len(cards) == k:
-                break
-        out.append((cards, kept))
+        order = np.argsort(-block, kind="stable")
+        score_of = {ranked.index.cards[int(rows[i])].version_id: float(block[i]) for i in order}
+        ordered = [ranked.index.cards[int(rows[i])] for i in order]
+        cards = top_cards(ordered, k, distinct_models=distinct_models)
+        out.append((cards, [score_of[card.version_id] for card in cards]))
     return out
 
 
-def ranker_train_images(catalog: Catalog, index_dir: Path | None) -> frozenset[int]:
+def ranker_train_images(index: CatalogIndex) -> frozenset[int]:
     """Image ids of the train pairs the index's ranker learned from (default RankerConfig).
 
     The planner learns to fix the ranker's mistakes: on the ranker's own training queries it
     makes few, so they teach little and are left out of the planner's groups.
     """
-    from diffagent.index.search import CatalogIndex
     from diffagent.index.search.ranked import training_queries
     from diffagent.index.search.ranker import RankerConfig, sample_queries
 
-    ranked = CatalogIndex.open(catalog.directory, index_dir).ranked
+    ranked = index.ranked
     if ranked is None or ranked.ranker is None:
         return frozenset()
     config = RankerConfig()
-    train, _ = training_queries(ranked.index, catalog)
+    train, _ = training_queries(ranked.index, index.catalog)
     return frozenset(
         image for _, _, image in sample_queries(train, config.train_queries, config.seed)
     )
@@ -171,7 +157,9 @@ def top_cards(cards: list[ModelCard], k: int, *, distinct_models: bool = True) -
         if card.model_id not in seen:
             seen.add(card.model_id)
             kept.append(card)
-    return kept[:k]
+            if len(kept) == k:
+                break
+    return kept
 
 
 def first_stage_source(catalog: Catalog, k: int) -> CandidateSource:

@@ -251,9 +251,12 @@ def build_groups(config: RRHFRunConfig, model: Any, tokenizer: Any) -> list[dict
     catalog = Catalog.load(config.catalog)
     pairs = [p for p in read_pairs(config.catalog, "train") if catalog.get(p.version_id)]
     if config.index_dir is not None:
-        seen = ranker_train_images(catalog, config.index_dir)
+        from diffagent.index.search import CatalogIndex
+
+        index = CatalogIndex.open(catalog.directory, config.index_dir)
+        seen = ranker_train_images(index)
         pairs = [p for p in pairs if p.image_id not in seen]
-        ranked = ranker_source(catalog, config.index_dir, config.ranker_k)
+        ranked = ranker_source(index, config.ranker_k)
     else:
         ranked = first_stage_source(catalog, config.ranker_k)
     if config.max_examples is not None and len(pairs) > config.max_examples:

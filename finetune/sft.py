@@ -127,8 +127,9 @@ def _candidate_source(config: SFTRunConfig, catalog: Catalog) -> Any:
     if "generate" not in config.formats() or config.index_dir is None:
         return None
     from diffagent.finetune.candidates import ranker_source
+    from diffagent.index.search import CatalogIndex
 
-    return ranker_source(catalog, config.index_dir, k=8)
+    return ranker_source(CatalogIndex.open(catalog.directory, config.index_dir), k=8)
 
 
 def build_datasets(config: SFTRunConfig, catalog: Catalog) -> tuple[Any, Any]:

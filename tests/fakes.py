@@ -76,6 +76,7 @@ class FakeIndex:
     """Lexical stand-in for CatalogIndex: tag/name word overlap, ties broken by downloads."""
 
     catalog: Catalog
+    ranker_scores = False  # not a field: its scores are not a learned ranker's
 
     def _pool(self, base_model: str | None, model_type: str | None) -> list[ModelCard]:
         return [

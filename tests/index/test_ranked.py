@@ -153,7 +153,7 @@ def _check_ranker_candidates(index: CatalogIndex, catalog: Catalog) -> None:
     both, _ = ranker_top(index.ranked, train[:1], 4, leave_one_out=True, distinct_models=False)[0]
     assert len({card.model_id for card in both}) < 4  # both versions of the style model
     pair = read_pairs(catalog.directory, "train")[0]
-    picked = ranker_source(catalog, index.index_dir, 3)(pair)
+    picked = ranker_source(index, 3)(pair)
     assert catalog.cards[pair.version_id].model_id == picked[0].model_id
-    seen = ranker_train_images(catalog, index.index_dir)
+    seen = ranker_train_images(index)
     assert seen and seen <= {image for _, _, image in train}
