@@ -7,7 +7,7 @@ PROMPT ?= a cute happy corgi, pixel art
 CRAWL ?= ../shared/data/civitai-models-2023-07.jsonl.gz
 CATALOG ?= /tmp/diffagent-catalog
 
-.PHONY: install demo test test-slow test-browser lint format bench catalog starter planner-adapter clean
+.PHONY: install demo test test-slow test-browser lint format bench catalog starter planner-adapter planner-adapter-generate clean
 
 install: $(VENV)/.installed
 
@@ -92,6 +92,20 @@ planner-adapter: catalog
 	mkdir -p agent/adapters/planner-rank
 	cp $(ADAPTER_RUN)/rrhf/adapter_config.json $(ADAPTER_RUN)/rrhf/adapter_model.safetensors \
 		$(ADAPTER_RUN)/rrhf/training_log.json agent/adapters/planner-rank/
+
+# A generate-format SFT adapter (not shipped; docs/finetune-eval.md), then Table 1 against the
+# stock planner on 50 prompts per set, both over the ranker's top 5 cards. About 55 minutes.
+GENERATE_RUN ?= /tmp/diffagent-planner-generate
+planner-adapter-generate: catalog
+	test -f $(CATALOG)/index-eval-test/ranker/ranker.txt || \
+		$(BIN)/diffagent index build --catalog $(CATALOG) --exclude-split test
+	$(BIN)/diffagent finetune sft --catalog $(CATALOG) --index-dir $(CATALOG)/index-eval-test \
+		--out $(GENERATE_RUN)/planner-generate --format generate --generate-cards 5 \
+		--max-examples 160 --batch-size 4 --lr 3e-4 --bf16 --threads 2 --save-steps 10 \
+		--max-val 12 --max-length 1280 --plot docs/finetune-sft-generate-curve.png
+	$(BIN)/diffagent finetune eval --catalog $(CATALOG) --index-dir $(CATALOG)/index-eval-test \
+		--top-k 5 --prompts dabench-test coco parti --limit 50 --no-images --threads 2 \
+		--adapter sft-generate=$(GENERATE_RUN)/planner-generate --out $(GENERATE_RUN)/table1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

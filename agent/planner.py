@@ -45,12 +45,12 @@ class PlannerConfig(BaseModel):
         "0 ranks by the LLM alone (for a fine-tuned planner).",
     )
     llm_weight: float = Field(
-        default=0.75,
+        default=0.1,
         ge=0.0,
         description="Rank mode over the learned ranker: option score = ranker score + "
-        "llm_weight * log-likelihood. 0.75 was best on 400 held-out val pairs for the stock, "
-        "SFT and RRHF planners alike (bench_planner_adapters); an index without a ranker uses "
-        "rank_prior instead.",
+        "llm_weight * log-likelihood. 0.1 was best on 1,275 held-out val pairs for the SFT and "
+        "shipped RRHF planners (bench_planner_adapters; 0.4 for the stock one); an index without "
+        "a ranker uses rank_prior instead.",
     )
     rank_candidates: int = Field(
         default=5,

@@ -1,6 +1,6 @@
 """Rank mode on top of the learned ranker: stock, SFT and RRHF planners against the ranker alone.
 
-Run (the issue-9 figures: every test pair, the weight tuned on 500 held-out val pairs):
+Run (the issue-9 figures: every test pair, the weight tuned on every held-out val pair, 1,275):
 
     .venv/bin/python bench/bench_planner_adapters.py --catalog /tmp/catalog-full \
         --adapter sft=/tmp/sft --adapter rrhf=agent/adapters/planner-rank \
@@ -13,8 +13,10 @@ card's evidence (as the ranker trains) and are not the ranker's early-stopping p
 planner scores every candidate's rank-mode answer line (`plan_rank`); the option score is
 ranker score + w * log-likelihood, with w chosen on val from a grid and then applied to test.
 LLM scores are cached per planner and split in `--work` (a rerun resumes). Figures: model
-top-1 and version top-1 on test, how often the planner changed the ranker's first card, and
-the planner's scoring latency p50/p95.
+top-1 and version top-1 on test, how often the planner changed the ranker's first card, the
+planner's scoring latency p50/p95, and `rescue_rate`: where the ranker's first card is the wrong
+model and the right one is among the candidates, how often the LLM scores the right one higher
+(0.5 is a coin; the fusion can only gain where it is well above).
 """
 
 from __future__ import annotations
@@ -100,6 +102,24 @@ def accuracy(picked: list[ModelCard], queries: list[Query], catalog: Catalog) ->
     return {"model_top1": round(model / n, 4), "version_top1": round(version / n, 4)}
 
 
+def rescue_rate(
+    candidates: Candidates, rows: list[dict[str, Any]], queries: list[Query], catalog: Catalog
+) -> tuple[float, int]:
+    """Share of ranker misses with the right model among the candidates where the LLM prefers it.
+
+    Returns the share and the number of such misses.
+    """
+    wins = cases = 0
+    for (cards, _), row, (_, version_id, _) in zip(candidates, rows, queries, strict=True):
+        truth = catalog.cards[version_id].model_id
+        right = [i for i, card in enumerate(cards) if card.model_id == truth]
+        if not right or right[0] == 0:
+            continue
+        cases += 1
+        wins += row["llm"][right[0]] > row["llm"][0]
+    return (round(wins / cases, 4) if cases else float("nan")), cases
+
+
 def plot_curves(
     curves: dict[str, dict[str, list[float]]], ranker: dict[str, float], path: Path
 ) -> None:
@@ -132,7 +152,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, default=Path("/tmp/catalog-full"))
     parser.add_argument("--index-dir", type=Path, help="default: CATALOG/index-eval-test")
-    parser.add_argument("--val", type=int, default=500, help="val pairs that tune the weight")
+    parser.add_argument(
+        "--val", type=int, default=None, help="val pairs that tune the weight (default: all)"
+    )
     parser.add_argument("--test", type=int, default=None, help="test pairs (default: all)")
     parser.add_argument("--top-k", type=int, default=5, help="candidates (distinct models)")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock planner")
@@ -209,6 +231,8 @@ def main() -> int:
             for split in ("val", "test")
         }
         latencies = [row["ms"] for row in rows["test"]]
+        rescued, misses = rescue_rate(candidates["test"], rows["test"], test, catalog)
+        val_rescued, _ = rescue_rate(candidates["val"], rows["val"], val, catalog)
         results[name] = {
             **accuracy(picked, test, catalog),
             "weight": weight,
@@ -222,6 +246,9 @@ def main() -> int:
             "llm_alone_model_top1": accuracy(
                 choices(candidates["test"], rows["test"], 1e6), test, catalog
             )["model_top1"],
+            "rescue_rate": rescued,
+            "rescue_cases": misses,
+            "val_rescue_rate": val_rescued,
             "plan_p50_ms": round(float(np.percentile(latencies, 50)), 1),
             "plan_p95_ms": round(float(np.percentile(latencies, 95)), 1),
         }

@@ -145,14 +145,21 @@ def sft_examples(
     formats: tuple[Format, ...] = ("rank",),
     candidates: CandidateSource | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """SFT rows for every pair whose card is in the catalog, in each of the formats."""
+    """SFT rows for every pair whose card is in the catalog, in each of the formats.
+
+    A generate row's candidates always show the answer's card (it replaces the last one where
+    the source left it out): an answer naming an unlisted card would teach hallucination.
+    """
     source = candidates or random_candidates(catalog, 8)
     for pair in pairs:
         card = catalog.get(pair.version_id)
         if card is None:
             continue
         for fmt in formats:
-            shown = source(pair) if fmt == "generate" else None
+            shown = None
+            if fmt == "generate":
+                listed = source(pair)
+                shown = with_truth(listed, card, max(1, len(listed)))
             yield sft_example(pair, card, fmt, shown)
 
 

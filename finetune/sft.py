@@ -12,13 +12,14 @@ and the best checkpoint; checkpoints go to OUT/checkpoints and a rerun resumes f
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffagent.finetune.data import Format, read_pairs, sft_examples
+from diffagent.finetune.data import Format, random_candidates, read_pairs, sft_examples
 from diffagent.index.catalog import Catalog
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -77,6 +78,9 @@ class SFTRunConfig(TrainingRunConfig):
 
     format: Literal["rank", "generate", "both"] = "rank"
     index_dir: Path | None = Field(default=None, description="Ranked index for generate cards.")
+    generate_cards: int = Field(
+        default=8, ge=1, le=50, description="Candidate cards shown in a generate-format example."
+    )
     max_examples: int | None = Field(default=None, ge=1, description="Train pairs used.")
     max_val: int | None = Field(default=64, ge=1, description="Val pairs for the eval loss.")
     lr: float = Field(default=2e-4, gt=0)
@@ -129,14 +133,16 @@ def _candidate_source(config: SFTRunConfig, catalog: Catalog) -> Any:
     from diffagent.finetune.candidates import ranker_source
     from diffagent.index.search import CatalogIndex
 
-    return ranker_source(CatalogIndex.open(catalog.directory, config.index_dir), k=8)
+    return ranker_source(
+        CatalogIndex.open(catalog.directory, config.index_dir), k=config.generate_cards
+    )
 
 
 def build_datasets(config: SFTRunConfig, catalog: Catalog) -> tuple[Any, Any]:
     """Train and val datasets of prompt-completion rows (val pairs only for evaluation)."""
     from datasets import Dataset
 
-    source = _candidate_source(config, catalog)
+    source = _candidate_source(config, catalog) or random_candidates(catalog, config.generate_cards)
     train_pairs = read_pairs(config.catalog, "train", limit=config.max_examples, seed=config.seed)
     val_pairs = read_pairs(config.catalog, "val", limit=config.max_val, seed=config.seed)
     train = list(sft_examples(catalog, train_pairs, config.formats(), source))
@@ -190,7 +196,7 @@ def build_sft_trainer(
         callbacks.append(wall_clock(config.max_minutes, config.stop_at_step))
     if has_val:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train,
@@ -199,6 +205,8 @@ def build_sft_trainer(
         peft_config=lora_config(config.lora, model.config.num_hidden_layers),
         callbacks=callbacks,
     )
+    cut_examples(len(train), trainer.train_dataset, config.max_length)
+    return trainer
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -225,6 +233,24 @@ def run_sft(config: SFTRunConfig, model: Any = None, tokenizer: Any = None) -> d
     }
     write_log(config.out, trainer.state.log_history, report, config.model_dump(mode="json"))
     return report
+
+
+def cut_examples(built: int, dataset: Any, max_length: int) -> tuple[int, int]:
+    """Examples that `max_length` spoiled: (dropped, cut) of the `built` rows.
+
+    trl cuts every tokenized example at `max_length` from the end, where the answer is, and drops
+    those with no answer token left; a kept one that reaches the limit lost part of its answer.
+    Both are reported on stderr.
+    """
+    dropped = built - len(dataset)
+    cut = sum(len(ids) >= max_length for ids in dataset["input_ids"])
+    if dropped or cut:
+        print(
+            f"warning: of {built} examples, {dropped} were dropped and {cut} cut short by "
+            f"--max-length {max_length} (their answers do not fit): raise --max-length",
+            file=sys.stderr,
+        )
+    return dropped, cut
 
 
 def write_log(

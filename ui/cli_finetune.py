@@ -68,6 +68,20 @@ def register_sft(actions: Any) -> None:
         help="Answer format(s) to train: rank-mode answer lines, generate-mode API JSON.",
     )
     sft.add_argument("--max-val", type=int, default=None, help="Val pairs for evaluation.")
+    sft.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="Tokens per example, prompt and answer (default 384: rank format; generate-format "
+        "examples over 8 candidate cards take about 1,024).",
+    )
+    sft.add_argument(
+        "--generate-cards",
+        type=int,
+        default=None,
+        help="Candidate cards shown in a generate-format example (default 8; match the "
+        "planner's top-k at run time).",
+    )
     sft.set_defaults(handler=_sft)
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from diffagent.agent import llm_embedded
-from diffagent.agent.llm_embedded import EmbeddedBackend, default_cache_dir, is_cached, json_closed
+from diffagent.agent.llm_embedded import (
+    EmbeddedBackend,
+    default_cache_dir,
+    default_threads,
+    is_cached,
+    json_closed,
+)
 from diffagent.agent.prompts import generate_json_schema
 
 MESSAGES = [
@@ -144,6 +151,20 @@ def test_peft_adapter_is_applied(backend: EmbeddedBackend, tmp_path: Path) -> No
         expected = tuned.eval()(ids).logits
         got = adapted.model(ids).logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # Merged into the base weights for inference: no LoRA layer is left to run.
+    assert not any("lora" in name for name, _ in adapted.model.named_modules())
+
+
+def test_default_threads_leave_busy_cores_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.0, 0.0))
+    assert default_threads() == 4  # at most 4: a 135M model gains little beyond
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert default_threads() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert default_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.9, 0.0, 0.0))
+    assert default_threads() == 1
 
 
 def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:

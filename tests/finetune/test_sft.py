@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,14 +13,22 @@ import torch
 from diffagent.agent import prompts
 from diffagent.agent.card_api import recommended_size
 from diffagent.agent.llm_embedded import EmbeddedBackend
+from diffagent.cards import ModelCard
 from diffagent.finetune.data import (
+    Pair,
     check_groups,
     generate_answer,
     read_pairs,
     sft_examples,
     with_truth,
 )
-from diffagent.finetune.sft import SFTRunConfig, build_sft_trainer, last_checkpoint
+from diffagent.finetune.sft import (
+    SFTRunConfig,
+    build_datasets,
+    build_sft_trainer,
+    cut_examples,
+    last_checkpoint,
+)
 from diffagent.ui.cli import main
 
 
@@ -52,6 +61,41 @@ def test_generate_rows_hold_the_truth_and_a_schema_answer(catalog_dir, catalog) 
         assert f'"version_id": {pair.version_id}' in row["prompt"][0]["content"]  # among cards
     # The generate primer of the embedded planner continues this answer exactly.
     assert generate_answer(catalog.get(1001)).startswith('{"model":')
+
+
+def test_generate_rows_show_the_answers_card_when_the_source_misses_it(
+    catalog_dir, catalog
+) -> None:
+    pairs = read_pairs(catalog_dir, "train")
+
+    def others(pair: Pair) -> list[ModelCard]:
+        return [card for card in catalog if card.version_id != pair.version_id][:3]
+
+    rows = list(sft_examples(catalog, pairs, ("generate",), candidates=others))
+    for pair, row in zip(pairs, rows, strict=True):
+        block = row["prompt"][0]["content"]
+        assert block.count('"version_id": ') == 3  # still k cards
+        assert f'"version_id": {pair.version_id}' in block
+        assert json.loads(row["completion"][0]["content"])["version_id"] == pair.version_id
+
+
+def test_generate_cards_sets_how_many_candidates_an_example_shows(
+    catalog_dir, catalog, tmp_path
+) -> None:
+    config = SFTRunConfig(
+        catalog=catalog_dir, out=tmp_path / "out", format="generate", generate_cards=3
+    )
+    shown = {}
+    for cards in (3, 8):
+        train, val = build_datasets(config.model_copy(update={"generate_cards": cards}), catalog)
+        assert len(train) == 6 and val is not None
+        shown[cards] = [row["prompt"][0]["content"].count('"version_id": ') for row in train]
+        for row in train:
+            answer = json.loads(row["completion"][0]["content"])
+            assert f'"version_id": {answer["version_id"]}' in row["prompt"][0]["content"]
+    # Cards of the answer's base only: an SDXL pair has fewer in this small catalog.
+    assert max(shown[3]) == 3 and max(shown[8]) > 3
+    assert all(few <= many for few, many in zip(shown[3], shown[8], strict=True))
 
 
 def test_truth_is_put_into_candidate_lists_and_groups_are_checked(catalog) -> None:
@@ -108,6 +152,32 @@ def test_sft_smoke_three_steps_changes_the_adapter_and_resumes(
     assert plain.score_continuations(messages, ["PaintDream"]) != tuned.score_continuations(
         messages, ["PaintDream"]
     )
+
+
+def test_examples_spoiled_by_max_length_are_reported(
+    catalog_dir, tiny_planner, tmp_path, capsys
+) -> None:
+    def trainer_with(max_length: int) -> Any:
+        config = SFTRunConfig(
+            catalog=catalog_dir,
+            out=tmp_path / f"out-{max_length}",
+            model_dir=tiny_planner,
+            format="generate",
+            max_length=max_length,
+            max_val=2,
+            threads=1,
+        )
+        return build_sft_trainer(config)
+
+    full = [len(ids) for ids in trainer_with(4096).train_dataset["input_ids"]]
+    assert len(full) == 6 and "warning" not in capsys.readouterr().err
+    # Between the shortest and the longest: the long ones lose their answers' ends or all of them.
+    limit = min(full) + 5
+    kept = trainer_with(limit).train_dataset
+    assert "warning: of 6 examples" in capsys.readouterr().err
+    dropped, cut = cut_examples(6, kept, limit)
+    assert dropped == 6 - len(kept) and cut + sum(n < limit for n in full) >= len(kept)
+    assert dropped + cut == sum(n >= limit for n in full)
 
 
 def test_shipped_adapter_is_in_the_package_and_small() -> None:
