@@ -19,7 +19,13 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffagent.finetune.data import Format, random_candidates, read_pairs, sft_examples
+from diffagent.finetune.data import (
+    CandidateSource,
+    Format,
+    random_candidates,
+    read_pairs,
+    sft_examples,
+)
 from diffagent.index.catalog import Catalog
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -127,9 +133,10 @@ def lora_config(settings: LoraSettings, num_layers: int | None = None) -> Any:
     )
 
 
-def _candidate_source(config: SFTRunConfig, catalog: Catalog) -> Any:
+def _candidate_source(config: SFTRunConfig, catalog: Catalog) -> CandidateSource:
+    """Generate-format cards: the ranker's top cards with an index, else random ones of a base."""
     if "generate" not in config.formats() or config.index_dir is None:
-        return None
+        return random_candidates(catalog, config.generate_cards)
     from diffagent.finetune.candidates import ranker_source
     from diffagent.index.search import CatalogIndex
 
@@ -142,7 +149,7 @@ def build_datasets(config: SFTRunConfig, catalog: Catalog) -> tuple[Any, Any]:
     """Train and val datasets of prompt-completion rows (val pairs only for evaluation)."""
     from datasets import Dataset
 
-    source = _candidate_source(config, catalog) or random_candidates(catalog, config.generate_cards)
+    source = _candidate_source(config, catalog)
     train_pairs = read_pairs(config.catalog, "train", limit=config.max_examples, seed=config.seed)
     val_pairs = read_pairs(config.catalog, "val", limit=config.max_val, seed=config.seed)
     train = list(sft_examples(catalog, train_pairs, config.formats(), source))

@@ -72,8 +72,8 @@ def register_sft(actions: Any) -> None:
         "--max-length",
         type=int,
         default=None,
-        help="Tokens per example, prompt and answer (default 384: rank format; generate-format "
-        "examples over 8 candidate cards take about 1,024).",
+        help="Tokens per example, prompt and answer (default 384: rank format; a generate-format "
+        "example over 8 candidate cards takes about 1,165, up to about 1,460).",
     )
     sft.add_argument(
         "--generate-cards",
